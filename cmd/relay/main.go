@@ -1,0 +1,124 @@
+// Command nightona-relay runs inside a sandbox: it serves the relay protocol on a WebSocket and
+// runs Claude Code in the workspace. See package relay for the protocol.
+//
+//	NIGHTONA_RELAY_TOKEN=... nightona-relay -addr 0.0.0.0:4040 -dir /workspace -- --model sonnet
+//
+// Arguments after -- are passed to Claude Code.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nightona/nightona/relay"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "nightona-relay:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("nightona-relay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "0.0.0.0:4040", "listen address (port 0 picks a free port)")
+	dir := fs.String("dir", "", "workspace folder Claude Code runs in (default: the current folder)")
+	agent := fs.String("agent", "claude", "the Claude Code CLI to run")
+	mode := fs.String("permission-mode", "", "Claude Code permission mode (default, acceptEdits, plan, bypassPermissions)")
+	origins := fs.String("allowed-origins", "", "comma-separated Origins browsers may connect from")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	token := getenv("NIGHTONA_RELAY_TOKEN")
+	if token == "" {
+		return errors.New("NIGHTONA_RELAY_TOKEN is not set: the relay never runs without a token")
+	}
+	var allowed []string
+	for _, o := range strings.Split(*origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			allowed = append(allowed, o)
+		}
+	}
+	srv, err := relay.NewServer(relay.Config{
+		Token:  token,
+		Logger: log,
+		Agent: relay.AgentConfig{
+			Command:        *agent,
+			Args:           fs.Args(),
+			Dir:            *dir,
+			Env:            agentEnv(os.Environ()),
+			PermissionMode: *mode,
+		},
+		AllowedOrigins: allowed,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", *addr, err)
+	}
+	// The first stdout line tells a supervisor which port was taken.
+	fmt.Fprintf(stdout, "listening %s\n", ln.Addr())
+	log.Info("relay listening", "addr", ln.Addr().String(), "relay_id", srv.ID())
+
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Run(runCtx); close(done) }()
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		cancel()
+		<-done
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("relay stopping")
+	// Interrupt and flush first, while clients are still connected to read the end of the turn.
+	cancel()
+	<-done
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	_ = hs.Shutdown(sctx)
+	return nil
+}
+
+// agentEnv is the relay's environment without its own token: Claude Code and the tools it runs
+// have no business with it.
+func agentEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "NIGHTONA_RELAY_TOKEN=") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}

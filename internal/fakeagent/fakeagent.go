@@ -1,0 +1,211 @@
+// Package fakeagent is a stand-in for the Claude Code CLI in stream-json mode, for fault tests
+// and benchmarks: it speaks the same line protocol but its behaviour is chosen by the prompt,
+// so a test can make it crash, print garbage or flood its stdout.
+//
+// Like the real CLI it exits with status 1 on a stdin line that is not a JSON object. Prompts:
+//
+//	echo <text>       system/init, one assistant text message, a success result
+//	garbage           a line that is not JSON, then a result
+//	crash             "boom" on stderr, exit status 3, mid-turn
+//	lines:N           N assistant messages as fast as it can, then a result
+//	rate:N:R          N assistant messages at R per second, each carrying its send time
+//	                  (unix nanoseconds) in "sent_ns"; then a result
+//	slow:N:MS         N assistant messages MS apart; an interrupt ends the turn early
+package fakeagent
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// EnvVar, when set in a test binary's environment, makes TestMain run Main instead of the tests.
+const EnvVar = "NIGHTONA_FAKE_AGENT"
+
+// Main runs the stand-in on the process's stdin and stdout and exits.
+func Main() {
+	os.Exit(Run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// Run runs the stand-in and returns its exit status.
+func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	session := "fake-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	for i, a := range args {
+		if a == "--resume" && i+1 < len(args) {
+			session = args[i+1]
+		}
+	}
+	a := &agent{out: bufio.NewWriterSize(stdout, 64<<10), session: session, interrupt: make(chan struct{}, 1)}
+	lines := make(chan []byte)
+	bad := make(chan string, 1)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdin)
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		for sc.Scan() {
+			var probe map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &probe); err != nil {
+				bad <- sc.Text()
+				return
+			}
+			var head struct {
+				Type    string `json:"type"`
+				Request struct {
+					Subtype string `json:"subtype"`
+				} `json:"request"`
+			}
+			_ = json.Unmarshal(sc.Bytes(), &head)
+			if head.Type == "control_request" && head.Request.Subtype == "interrupt" {
+				select {
+				case a.interrupt <- struct{}{}:
+				default:
+				}
+			}
+			lines <- append([]byte(nil), sc.Bytes()...)
+		}
+	}()
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return 0
+			}
+			if code := a.handle(l, stderr); code >= 0 {
+				return code
+			}
+		case b := <-bad:
+			fmt.Fprintf(stderr, "Error parsing streaming input line: %q\n", b)
+			return 1
+		}
+	}
+}
+
+type agent struct {
+	mu        sync.Mutex
+	out       *bufio.Writer
+	session   string
+	msg       int
+	interrupt chan struct{}
+}
+
+func (a *agent) emit(v map[string]any) {
+	v["session_id"] = a.session
+	b, _ := json.Marshal(v)
+	a.mu.Lock()
+	a.out.Write(b)
+	a.out.WriteByte('\n')
+	a.out.Flush()
+	a.mu.Unlock()
+}
+
+func (a *agent) text(s string, extra map[string]any) {
+	a.msg++
+	m := map[string]any{
+		"type": "assistant",
+		"message": map[string]any{
+			"id": fmt.Sprintf("msg_fake%d", a.msg), "role": "assistant", "type": "message",
+			"content": []any{map[string]any{"type": "text", "text": s}},
+		},
+		"parent_tool_use_id": nil,
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	a.emit(m)
+}
+
+func (a *agent) result(subtype, text string, isError bool) {
+	a.emit(map[string]any{"type": "result", "subtype": subtype, "is_error": isError, "result": text,
+		"num_turns": 1, "duration_ms": 1, "total_cost_usd": 0.0})
+}
+
+// handle runs one stdin line; it returns an exit status to stop with, or -1 to go on.
+func (a *agent) handle(line []byte, stderr io.Writer) int {
+	var m struct {
+		Type    string `json:"type"`
+		Message struct {
+			Content []struct {
+				Text string `json:"text"`
+			} `json:"content"`
+		} `json:"message"`
+		RequestID string `json:"request_id"`
+	}
+	_ = json.Unmarshal(line, &m)
+	if m.Type == "control_request" {
+		a.emit(map[string]any{"type": "control_response", "response": map[string]any{"subtype": "success", "request_id": m.RequestID}})
+		return -1
+	}
+	if m.Type != "user" || len(m.Message.Content) == 0 {
+		return -1
+	}
+	select { // an interrupt that came while idle does not carry over
+	case <-a.interrupt:
+	default:
+	}
+	prompt := m.Message.Content[0].Text
+	a.emit(map[string]any{"type": "system", "subtype": "init", "cwd": ".", "model": "fake"})
+	cmd, rest, _ := strings.Cut(prompt, " ")
+	parts := strings.Split(cmd, ":")
+	num := func(i, def int) int {
+		if i < len(parts) {
+			if n, err := strconv.Atoi(parts[i]); err == nil {
+				return n
+			}
+		}
+		return def
+	}
+	switch parts[0] {
+	case "echo":
+		a.text(rest, nil)
+		a.result("success", rest, false)
+	case "garbage":
+		a.mu.Lock()
+		a.out.WriteString("this is not json\n")
+		a.out.Flush()
+		a.mu.Unlock()
+		a.result("success", "garbage done", false)
+	case "crash":
+		a.text("about to crash", nil)
+		fmt.Fprintln(stderr, "boom")
+		return 3
+	case "lines":
+		n := num(1, 100)
+		for i := 0; i < n; i++ {
+			a.text("line "+strconv.Itoa(i), nil)
+		}
+		a.result("success", "lines done", false)
+	case "rate":
+		n, r := num(1, 1000), num(2, 1000)
+		interval := time.Second / time.Duration(max(r, 1))
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+				time.Sleep(d)
+			}
+			a.text("tick", map[string]any{"sent_ns": time.Now().UnixNano(), "i": i})
+		}
+		a.result("success", "rate done", false)
+	case "slow":
+		n, ms := num(1, 50), num(2, 100)
+		for i := 0; i < n; i++ {
+			select {
+			case <-a.interrupt:
+				a.result("error_during_execution", "", true)
+				return -1
+			case <-time.After(time.Duration(ms) * time.Millisecond):
+			}
+			a.text("word"+strconv.Itoa(i), nil)
+		}
+		a.result("success", "slow done", false)
+	default:
+		a.text("unknown prompt: "+prompt, nil)
+		a.result("success", "", false)
+	}
+	return -1
+}
