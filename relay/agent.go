@@ -184,7 +184,7 @@ func (p *agentProc) closeInput() {
 	_ = p.stdin.Close()
 }
 
-// stop ends the process: stdin closed, then SIGTERM to its process group after grace, then
+// stop ends the process: stdin closed, then SIGTERM after grace, then
 // SIGKILL. It returns once the process has exited.
 func (p *agentProc) stop(grace time.Duration) {
 	p.closeInput()
@@ -193,13 +193,13 @@ func (p *agentProc) stop(grace time.Duration) {
 		return
 	case <-time.After(grace):
 	}
-	signalGroup(p.cmd, termSignal)
+	signalProc(p.cmd, termSignal)
 	select {
 	case <-p.done:
 		return
 	case <-time.After(3 * time.Second):
 	}
-	signalGroup(p.cmd, killSignal)
+	signalProc(p.cmd, killSignal)
 	<-p.done
 }
 

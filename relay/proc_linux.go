@@ -10,15 +10,15 @@ const (
 	killSignal = syscall.SIGKILL
 )
 
-// setProcAttrs puts the agent in its own process group, so that the tools it runs are stopped
-// with it, and has the kernel kill it if the relay dies first.
+// setProcAttrs has the kernel kill the agent if the relay dies first. The agent stays in the
+// relay's process group, with the tools it starts, so whoever supervises the relay can stop the
+// whole tree with one signal to the group.
 func setProcAttrs(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
-// signalGroup signals the process group of cmd.
-func signalGroup(cmd *exec.Cmd, sig syscall.Signal) {
+func signalProc(cmd *exec.Cmd, sig syscall.Signal) {
 	if cmd.Process != nil {
-		_ = syscall.Kill(-cmd.Process.Pid, sig)
+		_ = cmd.Process.Signal(sig)
 	}
 }

@@ -13,17 +13,10 @@ var (
 	killSignal os.Signal = os.Kill
 )
 
-func setProcAttrs(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-}
+func setProcAttrs(*exec.Cmd) {}
 
-func signalGroup(cmd *exec.Cmd, sig os.Signal) {
-	if cmd.Process == nil {
-		return
+func signalProc(cmd *exec.Cmd, sig os.Signal) {
+	if cmd.Process != nil {
+		_ = cmd.Process.Signal(sig)
 	}
-	if s, ok := sig.(syscall.Signal); ok {
-		_ = syscall.Kill(-cmd.Process.Pid, s)
-		return
-	}
-	_ = cmd.Process.Signal(sig)
 }

@@ -11,6 +11,8 @@
 //	rate:N:R          N assistant messages at R per second, each carrying its send time
 //	                  (unix nanoseconds) in "sent_ns"; then a result
 //	slow:N:MS         N assistant messages MS apart; an interrupt ends the turn early
+//	spawn             starts `sleep 300` in the background, as a tool would start a dev
+//	                  server, and reports its pid in "spawned_pid"
 package fakeagent
 
 import (
@@ -19,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -203,6 +206,14 @@ func (a *agent) handle(line []byte, stderr io.Writer) int {
 			a.text("word"+strconv.Itoa(i), nil)
 		}
 		a.result("success", "slow done", false)
+	case "spawn":
+		cmd := exec.Command("sleep", "300")
+		if err := cmd.Start(); err != nil {
+			a.result("error_during_execution", err.Error(), true)
+			return -1
+		}
+		a.text("spawned", map[string]any{"spawned_pid": cmd.Process.Pid})
+		a.result("success", "spawned", false)
 	default:
 		a.text("unknown prompt: "+prompt, nil)
 		a.result("success", "", false)

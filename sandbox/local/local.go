@@ -1,0 +1,621 @@
+// Package local runs sandboxes on this machine: a folder per sandbox with a workspace made from
+// a template and a HOME of its own (Claude Code keeps its state in $HOME/.claude), and the relay
+// as a child process on a free loopback port with a fresh token.
+//
+// It is the embedded default: no account, no network. It isolates nothing: Claude Code runs
+// with the bot's user's rights. The relay and everything it starts run in one process group
+// that the provider stops as a whole; the kernel kills the relay if the bot dies, and a new
+// provider kills what a killed bot left behind.
+package local
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nightona/nightona/sandbox"
+)
+
+//go:embed all:template
+var starter embed.FS
+
+// Config configures the provider. Zero fields take their defaults.
+type Config struct {
+	// Dir holds the sandboxes, one folder each. Required.
+	Dir string
+	// RelayBinary is the nightona-relay executable. Required.
+	RelayBinary string
+	// Claude is the Claude Code CLI the relay runs. Default "claude" from PATH.
+	Claude string
+	// Template is a folder copied into every new workspace. Default: a small starter web app.
+	Template string
+	// Env is added to every sandbox's environment, as KEY=VALUE.
+	Env []string
+	// PermissionMode is Claude Code's permission mode when a Spec names none. Default acceptEdits.
+	PermissionMode string
+	// StartTimeout bounds how long a relay may take to answer. Default 20 s.
+	StartTimeout time.Duration
+	// Logger receives the provider's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Provider runs local sandboxes. Use New; call Close to stop every relay it started.
+type Provider struct {
+	cfg Config
+	log *slog.Logger
+
+	mu    sync.Mutex
+	boxes map[string]*box
+}
+
+var _ sandbox.Provider = (*Provider)(nil)
+
+// box is one sandbox. ops serialises lifecycle operations on it; mu guards the fields below.
+type box struct {
+	id  string
+	dir string
+	ops sync.Mutex
+
+	mu       sync.Mutex
+	meta     meta
+	state    sandbox.State
+	cmd      *exec.Cmd
+	done     chan struct{} // closed when the relay process has exited
+	endpoint *sandbox.Endpoint
+	deleted  bool
+}
+
+// meta is what is kept on disk of a sandbox, so a new provider knows it.
+type meta struct {
+	ID             string            `json:"id"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	CreatedAt      time.Time         `json:"created_at"`
+	Env            map[string]string `json:"env,omitempty"`
+	PermissionMode string            `json:"permission_mode,omitempty"`
+}
+
+const (
+	metaFile   = "sandbox.json"
+	pidFile    = "relay.pid"
+	logFile    = "relay.log"
+	workspace  = "workspace"
+	homeDir    = "home"
+	maxLogSize = 10 << 20
+)
+
+// New checks the configuration, loads the sandboxes already in Dir (as stopped) and kills any
+// process a previous provider left running in them.
+func New(cfg Config) (*Provider, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("local sandboxes: Dir is required")
+	}
+	if cfg.RelayBinary == "" {
+		return nil, errors.New("local sandboxes: RelayBinary is required")
+	}
+	if cfg.Claude == "" {
+		cfg.Claude = "claude"
+	}
+	if cfg.PermissionMode == "" {
+		cfg.PermissionMode = "acceptEdits"
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 20 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("local sandboxes: %w", err)
+	}
+	cfg.Dir = dir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("local sandboxes: create %s: %w", dir, err)
+	}
+	if st, err := os.Stat(cfg.RelayBinary); err != nil || st.IsDir() {
+		return nil, fmt.Errorf("%w: relay binary %s not found (run `make build`)", sandbox.ErrUnavailable, cfg.RelayBinary)
+	}
+	p := &Provider{cfg: cfg, log: cfg.Logger, boxes: map[string]*box{}}
+	if err := p.load(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Provider) load() error {
+	entries, err := os.ReadDir(p.cfg.Dir)
+	if err != nil {
+		return fmt.Errorf("local sandboxes: read %s: %w", p.cfg.Dir, err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(p.cfg.Dir, e.Name())
+		b, err := os.ReadFile(filepath.Join(dir, metaFile))
+		if err != nil {
+			continue // not a sandbox, or one whose creation never finished
+		}
+		var m meta
+		if err := json.Unmarshal(b, &m); err != nil || m.ID != e.Name() {
+			p.log.Warn("skipping unreadable sandbox", "dir", dir, "err", err)
+			continue
+		}
+		if n := killLeftovers(dir); n > 0 {
+			p.log.Warn("killed processes left by an earlier run", "sandbox_id", m.ID, "processes", n)
+		}
+		p.boxes[m.ID] = &box{id: m.ID, dir: dir, meta: m, state: sandbox.StateStopped}
+	}
+	return nil
+}
+
+// Name implements sandbox.Provider.
+func (p *Provider) Name() string { return "local" }
+
+// Create implements sandbox.Provider.
+func (p *Provider) Create(ctx context.Context, spec sandbox.Spec) (*sandbox.Sandbox, error) {
+	id := "local-" + randomHex(6)
+	dir := filepath.Join(p.cfg.Dir, id)
+	b := &box{id: id, dir: dir, state: sandbox.StateCreating, meta: meta{
+		ID: id, Labels: copyMap(spec.Labels), CreatedAt: time.Now().UTC().Truncate(time.Millisecond),
+		Env: copyMap(spec.Env), PermissionMode: spec.PermissionMode,
+	}}
+	if err := p.prepare(b); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("create sandbox: %w", err)
+	}
+	p.mu.Lock()
+	p.boxes[id] = b
+	p.mu.Unlock()
+	p.log.Info("sandbox created", "sandbox_id", id)
+
+	b.ops.Lock()
+	defer b.ops.Unlock()
+	if err := p.startRelay(ctx, b); err != nil {
+		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
+	}
+	return b.snapshot(), nil
+}
+
+// prepare makes the folders, fills the workspace and writes the metadata last, so that a
+// half-made sandbox is never loaded.
+func (p *Provider) prepare(b *box) error {
+	ws := filepath.Join(b.dir, workspace)
+	for _, d := range []string{ws, filepath.Join(b.dir, homeDir)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	var src fs.FS
+	if p.cfg.Template != "" {
+		src = os.DirFS(p.cfg.Template)
+	} else {
+		sub, err := fs.Sub(starter, "template")
+		if err != nil {
+			return err
+		}
+		src = sub
+	}
+	if err := copyTree(src, ws); err != nil {
+		return fmt.Errorf("copy template: %w", err)
+	}
+	initGit(ws)
+	data, err := json.MarshalIndent(b.meta, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(b.dir, metaFile), data, 0o600)
+}
+
+// initGit makes the workspace a git repository with one commit, so that Claude Code sees a
+// project and diffs have a base. Without git the workspace is just a folder.
+func initGit(dir string) {
+	if _, err := exec.LookPath("git"); err != nil {
+		return
+	}
+	env := append(os.Environ(), "GIT_AUTHOR_NAME=Nightona", "GIT_AUTHOR_EMAIL=nightona@localhost",
+		"GIT_COMMITTER_NAME=Nightona", "GIT_COMMITTER_EMAIL=nightona@localhost")
+	for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}, {"commit", "-q", "-m", "Template", "--allow-empty"}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir, cmd.Env = dir, env
+		if err := cmd.Run(); err != nil {
+			return
+		}
+	}
+}
+
+// Get implements sandbox.Provider.
+func (p *Provider) Get(_ context.Context, id string) (*sandbox.Sandbox, error) {
+	b, err := p.box(id)
+	if err != nil {
+		return nil, err
+	}
+	return b.snapshot(), nil
+}
+
+// Start implements sandbox.Provider.
+func (p *Provider) Start(ctx context.Context, id string) (*sandbox.Sandbox, error) {
+	b, err := p.box(id)
+	if err != nil {
+		return nil, err
+	}
+	b.ops.Lock()
+	defer b.ops.Unlock()
+	b.mu.Lock()
+	running := b.cmd != nil
+	b.mu.Unlock()
+	if running {
+		if err := p.healthy(ctx, b); err == nil {
+			return b.snapshot(), nil
+		}
+		p.stopRelay(b) // up but not answering: start it afresh
+	}
+	if err := p.startRelay(ctx, b); err != nil {
+		return nil, fmt.Errorf("start sandbox %s: %w", id, err)
+	}
+	return b.snapshot(), nil
+}
+
+// Stop implements sandbox.Provider.
+func (p *Provider) Stop(_ context.Context, id string) error {
+	b, err := p.box(id)
+	if err != nil {
+		return err
+	}
+	b.ops.Lock()
+	defer b.ops.Unlock()
+	p.stopRelay(b)
+	return nil
+}
+
+// Delete implements sandbox.Provider.
+func (p *Provider) Delete(_ context.Context, id string) error {
+	b, err := p.box(id)
+	if errors.Is(err, sandbox.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	b.ops.Lock()
+	defer b.ops.Unlock()
+	p.stopRelay(b)
+	if err := os.RemoveAll(b.dir); err != nil {
+		return fmt.Errorf("delete sandbox %s: %w", id, err)
+	}
+	b.mu.Lock()
+	b.deleted = true
+	b.mu.Unlock()
+	p.mu.Lock()
+	delete(p.boxes, id)
+	p.mu.Unlock()
+	p.log.Info("sandbox deleted", "sandbox_id", id)
+	return nil
+}
+
+// List implements sandbox.Provider.
+func (p *Provider) List(_ context.Context, labels map[string]string) ([]*sandbox.Sandbox, error) {
+	p.mu.Lock()
+	boxes := make([]*box, 0, len(p.boxes))
+	for _, b := range p.boxes {
+		boxes = append(boxes, b)
+	}
+	p.mu.Unlock()
+	var out []*sandbox.Sandbox
+	for _, b := range boxes {
+		if s := b.snapshot(); sandbox.MatchLabels(s.Labels, labels) {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out, nil
+}
+
+// Close stops every relay this provider runs; the sandboxes stay on disk.
+func (p *Provider) Close() error {
+	p.mu.Lock()
+	boxes := make([]*box, 0, len(p.boxes))
+	for _, b := range p.boxes {
+		boxes = append(boxes, b)
+	}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, b := range boxes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.ops.Lock()
+			defer b.ops.Unlock()
+			p.stopRelay(b)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (p *Provider) box(id string) (*box, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b, ok := p.boxes[id]
+	if !ok {
+		return nil, fmt.Errorf("sandbox %s: %w", id, sandbox.ErrNotFound)
+	}
+	return b, nil
+}
+
+func (b *box) snapshot() *sandbox.Sandbox {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := &sandbox.Sandbox{
+		ID: b.id, State: b.state, Labels: copyMap(b.meta.Labels), CreatedAt: b.meta.CreatedAt,
+		Workspace: filepath.Join(b.dir, workspace),
+	}
+	if b.endpoint != nil {
+		ep := *b.endpoint
+		s.Relay = &ep
+	}
+	return s
+}
+
+// startRelay starts the relay process and waits until it answers. Called with b.ops held.
+func (p *Provider) startRelay(ctx context.Context, b *box) error {
+	b.mu.Lock()
+	b.state = sandbox.StateStarting
+	mode := b.meta.PermissionMode
+	extra := b.meta.Env
+	b.mu.Unlock()
+	if mode == "" {
+		mode = p.cfg.PermissionMode
+	}
+	token := randomHex(32)
+	cmd := exec.Command(p.cfg.RelayBinary,
+		"-addr", "127.0.0.1:0",
+		"-dir", filepath.Join(b.dir, workspace),
+		"-agent", p.cfg.Claude,
+		"-permission-mode", mode)
+	cmd.Dir = b.dir
+	cmd.Env = p.env(b, extra, token)
+	setProcAttrs(cmd)
+
+	logPath := filepath.Join(b.dir, logFile)
+	if st, err := os.Stat(logPath); err == nil && st.Size() > maxLogSize {
+		_ = os.Truncate(logPath, 0)
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return p.failStart(b, fmt.Errorf("open relay log: %w", err))
+	}
+	cmd.Stderr = logf
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		logf.Close()
+		return p.failStart(b, err)
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return p.failStart(b, fmt.Errorf("%w: run relay: %v", sandbox.ErrUnavailable, err))
+	}
+	_ = os.WriteFile(filepath.Join(b.dir, pidFile), []byte(fmt.Sprint(cmd.Process.Pid)), 0o600)
+	done := make(chan struct{})
+	addrc := make(chan string, 1)
+	go func() {
+		br := bufio.NewReader(stdout)
+		line, _ := br.ReadString('\n')
+		addrc <- strings.TrimSpace(strings.TrimPrefix(line, "listening "))
+		_, _ = io.Copy(logf, br)
+	}()
+	go func() {
+		err := cmd.Wait()
+		killGroup(cmd.Process.Pid) // whatever the relay's tools left running
+		logf.Close()
+		b.mu.Lock()
+		if b.cmd == cmd {
+			b.cmd, b.endpoint = nil, nil
+			if b.state != sandbox.StateStopping {
+				b.state = sandbox.StateStopped
+				p.log.Warn("relay exited", "sandbox_id", b.id, "err", err)
+			}
+		}
+		b.mu.Unlock()
+		close(done)
+	}()
+
+	timeout := time.NewTimer(p.cfg.StartTimeout)
+	defer timeout.Stop()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case <-done:
+	case <-timeout.C:
+	case <-ctx.Done():
+	}
+	if addr == "" {
+		p.kill(cmd, done)
+		return p.failStart(b, p.startError(ctx, b, "the relay did not report its address"))
+	}
+	b.mu.Lock()
+	b.cmd, b.done = cmd, done
+	b.endpoint = &sandbox.Endpoint{URL: "http://" + addr, Token: token}
+	b.mu.Unlock()
+	hctx, cancel := context.WithTimeout(ctx, p.cfg.StartTimeout)
+	defer cancel()
+	if err := p.healthy(hctx, b); err != nil {
+		p.stopRelay(b)
+		return p.failStart(b, p.startError(ctx, b, err.Error()))
+	}
+	b.mu.Lock()
+	b.state = sandbox.StateStarted
+	b.mu.Unlock()
+	p.log.Info("relay started", "sandbox_id", b.id, "addr", addr, "pid", cmd.Process.Pid)
+	return nil
+}
+
+func (p *Provider) startError(ctx context.Context, b *box, why string) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	tail := lastLines(filepath.Join(b.dir, logFile), 5)
+	if tail != "" {
+		why += ": " + tail
+	}
+	return fmt.Errorf("%w: %s", sandbox.ErrStartTimeout, why)
+}
+
+func (p *Provider) failStart(b *box, err error) error {
+	b.mu.Lock()
+	b.state = sandbox.StateError
+	b.mu.Unlock()
+	p.log.Error("relay did not start", "sandbox_id", b.id, "err", err)
+	return err
+}
+
+// healthy polls the relay's /healthz until it answers 200 or ctx ends.
+func (p *Provider) healthy(ctx context.Context, b *box) error {
+	b.mu.Lock()
+	ep, done := b.endpoint, b.done
+	b.mu.Unlock()
+	if ep == nil {
+		return errors.New("relay not running")
+	}
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ep.URL+"/healthz", nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("relay health check: %w", ctx.Err())
+		case <-done:
+			return errors.New("relay exited")
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// stopRelay stops the relay gracefully (it interrupts a running turn and flushes), then kills
+// its whole process group. Called with b.ops held.
+func (p *Provider) stopRelay(b *box) {
+	b.mu.Lock()
+	cmd, done := b.cmd, b.done
+	if cmd != nil {
+		b.state = sandbox.StateStopping
+	}
+	b.mu.Unlock()
+	if cmd != nil {
+		p.kill(cmd, done)
+	}
+	b.mu.Lock()
+	if b.cmd == cmd {
+		b.cmd, b.endpoint = nil, nil
+	}
+	b.state = sandbox.StateStopped
+	b.mu.Unlock()
+}
+
+func (p *Provider) kill(cmd *exec.Cmd, done <-chan struct{}) {
+	_ = cmd.Process.Signal(termSignal)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.log.Warn("relay did not stop in 10s; killing it", "pid", cmd.Process.Pid)
+		killGroup(cmd.Process.Pid)
+		<-done
+	}
+}
+
+// env is the relay's environment: a few variables of the bot's that tools need (never its
+// secrets), the sandbox's HOME, the provider's and the sandbox's own variables, and the token.
+func (p *Provider) env(b *box, extra map[string]string, token string) []string {
+	var env []string
+	for _, k := range []string{"PATH", "LANG", "LC_ALL", "TZ", "TERM", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
+		"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	env = append(env, "HOME="+filepath.Join(b.dir, homeDir))
+	env = append(env, p.cfg.Env...)
+	keys := make([]string, 0, len(extra))
+	for k := range extra {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, k+"="+extra[k])
+	}
+	return append(env, "NIGHTONA_RELAY_TOKEN="+token)
+}
+
+func copyTree(src fs.FS, dst string) error {
+	return fs.WalkDir(src, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, filepath.FromSlash(path))
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		if !d.Type().IsRegular() {
+			return nil // symlinks and devices are not copied out of a template
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		data, err := fs.ReadFile(src, path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, data, info.Mode().Perm()|0o600)
+	})
+}
+
+func lastLines(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+func copyMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

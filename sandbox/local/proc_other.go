@@ -1,0 +1,23 @@
+//go:build !linux
+
+package local
+
+import (
+	"os/exec"
+	"syscall"
+)
+
+const termSignal = syscall.SIGTERM
+
+func setProcAttrs(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+}
+
+func killGroup(pid int) {
+	if pid > 0 {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	}
+}
+
+// killLeftovers is Linux-only: elsewhere a killed bot's relays are found by nobody.
+func killLeftovers(string) int { return 0 }
