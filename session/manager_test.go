@@ -1,0 +1,372 @@
+package session_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nightona/nightona/internal/fakeagent"
+	"github.com/nightona/nightona/internal/testenv"
+	"github.com/nightona/nightona/redisstore"
+	"github.com/nightona/nightona/sandbox"
+	"github.com/nightona/nightona/sandbox/local"
+	"github.com/nightona/nightona/session"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(fakeagent.EnvVar) != "" {
+		fakeagent.Main()
+	}
+	testenv.Main(m)
+}
+
+type env struct {
+	store    *redisstore.Store
+	provider *local.Provider
+	mgr      *session.Manager
+	stop     func()
+}
+
+// newEnv runs a manager on a real Redis and local sandboxes whose agent is the stand-in CLI.
+func newEnv(t *testing.T, cfg session.Config) *env {
+	t.Helper()
+	rdb, err := redisstore.Open(testenv.RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	st := redisstore.New(rdb, redisstore.Config{Prefix: testenv.Prefix(t)})
+	prov, err := local.New(local.Config{
+		Dir: t.TempDir(), RelayBinary: testenv.RelayBinary(t), Claude: os.Args[0],
+		Env: []string{fakeagent.EnvVar + "=1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RelayReconnect == 0 {
+		cfg.RelayReconnect = time.Second
+	}
+	cfg.StopSandboxesOnShutdown = true
+	mgr, err := session.NewManager(st, prov, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = mgr.Run(ctx); close(done) }()
+	e := &env{store: st, provider: prov, mgr: mgr}
+	stopped := false
+	e.stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+			prov.Close()
+		}
+	}
+	t.Cleanup(e.stop)
+	return e
+}
+
+func (e *env) events(t *testing.T, id string) []session.Event {
+	t.Helper()
+	evs, err := e.store.Read(context.Background(), id, 0, 10000, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+func (e *env) waitFor(t *testing.T, id, what string, cond func([]session.Event) bool) []session.Event {
+	t.Helper()
+	var evs []session.Event
+	testenv.WaitFor(t, 20*time.Second, what, func() bool {
+		evs = e.events(t, id)
+		return cond(evs)
+	})
+	return evs
+}
+
+func count(evs []session.Event, kind, typ string) int {
+	n := 0
+	for _, ev := range evs {
+		if ev.Kind == kind && (typ == "" || field(ev.Data, "type") == typ || field(ev.Data, "event") == typ || field(ev.Data, "code") == typ) {
+			n++
+		}
+	}
+	return n
+}
+
+func field(data []byte, name string) string {
+	var m map[string]any
+	_ = json.Unmarshal(data, &m)
+	s, _ := m[name].(string)
+	return s
+}
+
+func results(n int) func([]session.Event) bool {
+	return func(evs []session.Event) bool { return count(evs, session.KindAgent, "result") >= n }
+}
+
+func assertSeqs(t *testing.T, evs []session.Event) {
+	t.Helper()
+	for i, ev := range evs {
+		if ev.Seq != int64(i+1) {
+			t.Fatalf("event %d has seq %d: the log has a gap or a duplicate", i, ev.Seq)
+		}
+	}
+}
+
+func TestFirstPromptStartsSandboxSecondReusesIt(t *testing.T) {
+	e := newEnv(t, session.Config{})
+	ctx := context.Background()
+	sub, err := e.mgr.Submit(ctx, "web:t1", "web:alice", "echo hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub.Seq != 1 || sub.Session.Owner != "web:alice" || sub.Queued {
+		t.Fatalf("submitted %+v", sub)
+	}
+	id := sub.Session.ID
+	evs := e.waitFor(t, id, "first result", results(1))
+	if evs[0].Kind != session.KindPrompt || field(evs[0].Data, "text") != "echo hello" {
+		t.Fatalf("first event %+v, want the prompt", evs[0])
+	}
+	if count(evs, session.KindStatus, "") < 2 {
+		t.Fatalf("no sandbox progress shown: %v", evs)
+	}
+	testenv.WaitFor(t, 5*time.Second, "idle state", func() bool {
+		s, _ := e.store.Get(ctx, id)
+		return s.State == session.StateIdle
+	})
+	s1, _ := e.store.Get(ctx, id)
+	if s1.SandboxID == "" || s1.Provider != "local" || s1.ClaudeSessionID == "" || s1.Usage.Turns != 1 {
+		t.Fatalf("session after a turn: %+v", s1)
+	}
+
+	sub2, err := e.mgr.Submit(ctx, "web:t1", "web:bob", "echo again")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub2.Session.ID != id {
+		t.Fatal("second prompt in the thread made a new session")
+	}
+	evs = e.waitFor(t, id, "second result", results(2))
+	assertSeqs(t, evs)
+	s2, _ := e.store.Get(ctx, id)
+	if s2.SandboxID != s1.SandboxID || s2.ClaudeSessionID != s1.ClaudeSessionID || s2.Owner != "web:alice" {
+		t.Fatalf("second turn changed the sandbox, Claude session or owner: %+v vs %+v", s2, s1)
+	}
+	if n := count(evs, session.KindStatus, ""); n != 2 {
+		t.Fatalf("%d status events: the second prompt should not start anything", n)
+	}
+}
+
+func TestPromptLimits(t *testing.T) {
+	e := newEnv(t, session.Config{MaxPromptBytes: 100})
+	ctx := context.Background()
+	_, err := e.mgr.Submit(ctx, "web:big", "web:a", strings.Repeat("x", 101))
+	if !errors.Is(err, session.ErrPromptTooLarge) || !strings.Contains(err.Error(), "101 bytes") || !strings.Contains(err.Error(), "limit is 100 bytes") {
+		t.Fatalf("oversized prompt: %v, want ErrPromptTooLarge naming the size and the limit", err)
+	}
+	if _, err := e.mgr.Submit(ctx, "web:big", "web:a", " \n\t"); !errors.Is(err, session.ErrEmptyPrompt) {
+		t.Fatalf("empty prompt: %v", err)
+	}
+	if _, err := e.store.ByThread(ctx, "web:big"); !errors.Is(err, session.ErrNotFound) {
+		t.Fatal("a refused prompt created a session")
+	}
+}
+
+func TestUnavailableCLI(t *testing.T) {
+	e := newEnv(t, session.Config{Unavailable: "the Claude Code CLI is not installed; run `make tools`"})
+	_, err := e.mgr.Submit(context.Background(), "web:x", "web:a", "echo hi")
+	if !errors.Is(err, session.ErrUnavailable) || !strings.Contains(err.Error(), "make tools") {
+		t.Fatalf("submit with no CLI: %v", err)
+	}
+	if err := e.mgr.Ready(context.Background()); err == nil {
+		t.Fatal("ready without a CLI")
+	}
+}
+
+func TestRelayDeathEndsTurnAndNextPromptRecovers(t *testing.T) {
+	e := newEnv(t, session.Config{})
+	ctx := context.Background()
+	sub, err := e.mgr.Submit(ctx, "web:die", "web:a", "slow:200:50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sub.Session.ID
+	e.waitFor(t, id, "the turn to stream", func(evs []session.Event) bool { return count(evs, session.KindAgent, "assistant") >= 3 })
+	sess, _ := e.store.Get(ctx, id)
+	sb, err := e.provider.Get(ctx, sess.SandboxID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := relayPID(t, sb)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	evs := e.waitFor(t, id, "the turn to end with an error", func(evs []session.Event) bool {
+		return count(evs, session.KindError, session.CodeRelayLost) == 1
+	})
+	if count(evs, session.KindAgent, "result") != 0 {
+		t.Fatal("the killed turn has a result")
+	}
+	testenv.WaitFor(t, 5*time.Second, "stopped state", func() bool {
+		s, _ := e.store.Get(ctx, id)
+		return s.State == session.StateStopped
+	})
+
+	if _, err := e.mgr.Submit(ctx, "web:die", "web:a", "echo back"); err != nil {
+		t.Fatal(err)
+	}
+	evs = e.waitFor(t, id, "a turn on a fresh relay", results(1))
+	assertSeqs(t, evs)
+	if n := count(evs, session.KindStatus, ""); n < 4 {
+		t.Fatalf("%d status events: waking the sandbox was not shown", n)
+	}
+	// The fresh relay resumed Claude's conversation.
+	var resumed string
+	for _, ev := range evs {
+		if ev.Kind == session.KindNotice && field(ev.Data, "event") == "agent_started" {
+			resumed = field(ev.Data, "resume")
+		}
+	}
+	if resumed == "" || resumed != sess.ClaudeSessionID {
+		t.Fatalf("fresh relay resumed %q, want %q", resumed, sess.ClaudeSessionID)
+	}
+}
+
+func TestAgentCrashEndsTurn(t *testing.T) {
+	e := newEnv(t, session.Config{})
+	ctx := context.Background()
+	sub, err := e.mgr.Submit(ctx, "web:crash", "web:a", "crash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := e.waitFor(t, sub.Session.ID, "an agent_exited error", func(evs []session.Event) bool {
+		return count(evs, session.KindError, session.CodeAgentExited) == 1
+	})
+	for _, ev := range evs {
+		if ev.Kind == session.KindError && !strings.Contains(field(ev.Data, "message"), "exit status 3") {
+			t.Fatalf("error %s does not name the exit status", ev.Data)
+		}
+	}
+	if _, err := e.mgr.Submit(ctx, "web:crash", "web:a", "echo fine"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor(t, sub.Session.ID, "the next turn", results(1))
+}
+
+func TestQueuedPromptsRunInOrder(t *testing.T) {
+	e := newEnv(t, session.Config{})
+	ctx := context.Background()
+	first, err := e.mgr.Submit(ctx, "web:q", "web:a", "slow:10:30")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor(t, first.Session.ID, "the first turn to run", func(evs []session.Event) bool { return count(evs, session.KindAgent, "assistant") >= 1 })
+	second, err := e.mgr.Submit(ctx, "web:q", "web:a", "echo second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !second.Queued {
+		t.Fatal("a prompt during a turn was not reported as queued")
+	}
+	evs := e.waitFor(t, first.Session.ID, "both turns", results(2))
+	var order []string
+	for _, ev := range evs {
+		if ev.Kind == session.KindAgent && field(ev.Data, "type") == "result" {
+			order = append(order, field(ev.Data, "result"))
+		}
+	}
+	if order[0] != "slow done" || order[1] != "second" {
+		t.Fatalf("results in order %v", order)
+	}
+}
+
+func TestShutdownDrainsRunningTurn(t *testing.T) {
+	e := newEnv(t, session.Config{DrainTimeout: 20 * time.Second})
+	ctx := context.Background()
+	sub, err := e.mgr.Submit(ctx, "web:drain", "web:a", "slow:20:50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor(t, sub.Session.ID, "the turn to start", func(evs []session.Event) bool { return count(evs, session.KindAgent, "assistant") >= 1 })
+	e.stop()
+	evs := e.events(t, sub.Session.ID)
+	if count(evs, session.KindAgent, "result") != 1 || count(evs, session.KindError, "") != 0 {
+		t.Fatalf("after a drained shutdown: %d results, %d errors; want the turn finished", count(evs, session.KindAgent, "result"), count(evs, session.KindError, ""))
+	}
+	s, _ := e.store.Get(ctx, sub.Session.ID)
+	if s.State != session.StateStopped {
+		t.Fatalf("state after shutdown %q, want stopped", s.State)
+	}
+	if _, err := e.mgr.Submit(ctx, "web:drain", "web:a", "echo late"); !errors.Is(err, session.ErrUnavailable) {
+		t.Fatalf("submit after shutdown: %v", err)
+	}
+}
+
+func TestShutdownPastDrainEndsTurnWithNote(t *testing.T) {
+	e := newEnv(t, session.Config{DrainTimeout: 200 * time.Millisecond})
+	ctx := context.Background()
+	sub, err := e.mgr.Submit(ctx, "web:cut", "web:a", "slow:1000:50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor(t, sub.Session.ID, "the turn to start", func(evs []session.Event) bool { return count(evs, session.KindAgent, "assistant") >= 1 })
+	e.stop()
+	evs := e.events(t, sub.Session.ID)
+	if count(evs, session.KindError, session.CodeShutdown) != 1 {
+		t.Fatalf("a turn cut by shutdown has no note: %d shutdown errors", count(evs, session.KindError, session.CodeShutdown))
+	}
+}
+
+func TestReconcileDeletesOrphanedSandboxes(t *testing.T) {
+	e := newEnv(t, session.Config{})
+	ctx := context.Background()
+	orphan, err := e.provider.Create(ctx, sandbox.Spec{Labels: map[string]string{session.LabelSession: "ses_gone"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := e.provider.Create(ctx, sandbox.Spec{Labels: map[string]string{"other": "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr, err := session.NewManager(e.store, e.provider, session.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = mgr.Run(rctx); close(done) }()
+	testenv.WaitFor(t, 10*time.Second, "the orphan to be deleted", func() bool {
+		_, err := e.provider.Get(ctx, orphan.ID)
+		return errors.Is(err, sandbox.ErrNotFound)
+	})
+	cancel()
+	<-done
+	if _, err := e.provider.Get(ctx, foreign.ID); err != nil {
+		t.Fatalf("a sandbox that is not a session's was deleted: %v", err)
+	}
+}
+
+func relayPID(t *testing.T, sb *sandbox.Sandbox) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(sb.Workspace), "relay.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}

@@ -1,0 +1,43 @@
+package session
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the manager's Prometheus metrics.
+type Metrics struct {
+	prompts        *prometheus.CounterVec
+	turns          *prometheus.CounterVec
+	events         *prometheus.CounterVec
+	activeSessions prometheus.Gauge
+	sandboxStart   *prometheus.HistogramVec
+	turnSeconds    prometheus.Histogram
+}
+
+// NewMetrics makes the metrics and registers them with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		prompts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nightona_prompts_total", Help: "Prompts submitted, by result.",
+		}, []string{"result"}),
+		turns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nightona_turns_total", Help: "Turns ended, by outcome (success, error, failed).",
+		}, []string{"outcome"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nightona_relay_events_total", Help: "Relay events logged, by kind.",
+		}, []string{"kind"}),
+		activeSessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nightona_sessions_driven", Help: "Sessions this replica is driving.",
+		}),
+		sandboxStart: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "nightona_sandbox_start_seconds", Help: "Time to create or wake a sandbox until its relay answers.",
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120},
+		}, []string{"provider", "how"}),
+		turnSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "nightona_turn_seconds", Help: "Time from sending a prompt to the end of its turn.",
+			Buckets: prometheus.ExponentialBuckets(0.25, 2, 12),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.prompts, m.turns, m.events, m.activeSessions, m.sandboxStart, m.turnSeconds)
+	}
+	return m
+}
