@@ -53,10 +53,12 @@ type toolResult struct {
 // conversation is what scenario selection needs to know about a request.
 type conversation struct {
 	prompt string // the human's latest prompt, system reminders removed
-	step   int    // assistant messages since that prompt
-	cwd    string // from the "Primary working directory:" line; "" when absent
-	result *toolResult
-	tools  map[string]bool
+	// earlier are the human's prompts before that one, oldest first.
+	earlier []string
+	step    int    // assistant messages since that prompt
+	cwd     string // from the "Primary working directory:" line; "" when absent
+	result  *toolResult
+	tools   map[string]bool
 }
 
 // decodeRequest parses and validates a body the way the real API would reject it: with a
@@ -143,6 +145,14 @@ func readConversation(req *request, msgs []message) conversation {
 	for _, m := range msgs[promptAt+1:] {
 		if m.role == "assistant" {
 			conv.step++
+		}
+	}
+	for _, m := range msgs[:max(promptAt, 0)] {
+		if m.role != "user" {
+			continue
+		}
+		if p := humanText(m.blocks); p != "" {
+			conv.earlier = append(conv.earlier, p)
 		}
 	}
 	conv.result = lastToolResult(msgs)

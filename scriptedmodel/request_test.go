@@ -182,3 +182,32 @@ func TestScenariosListIsComplete(t *testing.T) {
 		}
 	}
 }
+
+func TestRecallListsEarlierPrompts(t *testing.T) {
+	f332 := loadFixture(t, fix332Step0)
+	m := New(Config{DeltaDelay: -1})
+	for _, tc := range []struct {
+		name string
+		body []byte
+		want string
+	}{
+		{"first prompt", f332.body(t, "scenario:recall"), "This is the first prompt of our conversation."},
+		{"after two turns", f332.body(t, "scenario:write first",
+			map[string]any{"role": "assistant", "content": "done"},
+			map[string]any{"role": "user", "content": "scenario:text second"},
+			map[string]any{"role": "assistant", "content": "ok"},
+			map[string]any{"role": "user", "content": "scenario:recall now"}),
+			"Earlier in this conversation you asked me 2 things:\n1. scenario:write first\n2. scenario:text second"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, msgs, err := decodeRequest(tc.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := m.plan(readConversation(req, msgs), "k")
+			if len(r.blocks) != 1 || r.blocks[0].text != tc.want {
+				t.Fatalf("recall answered %+v, want %q", r.blocks, tc.want)
+			}
+		})
+	}
+}

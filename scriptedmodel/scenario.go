@@ -23,6 +23,7 @@ type Scenario struct {
 
 var scenarios = []Scenario{
 	{"scenario:text", "Answer with one text message that echoes the prompt."},
+	{"scenario:recall", "List the earlier prompts of this conversation: shows that Claude remembers it."},
 	{"scenario:write", "Create hello.txt in the working directory with the Write tool (needs an edit grant)."},
 	{"scenario:edit", `Read hello.txt, then change "world" to "Nightona" with Edit (creates the file when missing).`},
 	{"scenario:bash", "Run a Bash command that writes bash.txt (needs a permission grant)."},
@@ -160,6 +161,17 @@ func (m *Model) plan(conv conversation, sessionKey string) reply {
 	switch c.name {
 	case "text":
 		r.blocks = []outBlock{textBlock("Hello from the scripted model. You said: " + quote(conv.prompt))}
+
+	case "recall":
+		if len(conv.earlier) == 0 {
+			r.blocks = []outBlock{textBlock("This is the first prompt of our conversation.")}
+			break
+		}
+		quoted := make([]string, len(conv.earlier))
+		for i, p := range conv.earlier {
+			quoted[i] = fmt.Sprintf("%d. %s", i+1, quote(p))
+		}
+		r.blocks = []outBlock{textBlock(fmt.Sprintf("Earlier in this conversation you asked me %d things:\n%s", len(conv.earlier), strings.Join(quoted, "\n")))}
 
 	case "write":
 		if conv.step == 0 {
