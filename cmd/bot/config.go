@@ -1,0 +1,129 @@
+package main
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is the bot's configuration, read from environment variables (see the README for
+// each one). Only run reads the environment; everything else is handed its part.
+type config struct {
+	Addr           string
+	PublicURL      string
+	DataDir        string
+	Secret         []byte
+	SecretRandom   bool
+	Admins         []string
+	RedisURL       string
+	RedisPrefix    string
+	Sandbox        string
+	AnthropicKey   string
+	AnthropicURL   string
+	Claude         string
+	RelayBinary    string
+	Template       string
+	PermissionMode string
+	MaxPromptBytes int
+	DrainTimeout   time.Duration
+	LogLevel       slog.Level
+	LogFormat      string
+	DaytonaKey     string
+}
+
+// loadConfig reads the configuration through getenv and checks it. Every problem is reported,
+// not just the first.
+func loadConfig(getenv func(string) string) (*config, error) {
+	c := &config{
+		Addr:           or(getenv("NIGHTONA_ADDR"), "127.0.0.1:8080"),
+		PublicURL:      strings.TrimRight(getenv("NIGHTONA_PUBLIC_URL"), "/"),
+		DataDir:        or(getenv("NIGHTONA_DATA_DIR"), ".nightona"),
+		RedisURL:       getenv("REDIS_URL"),
+		RedisPrefix:    or(getenv("NIGHTONA_REDIS_PREFIX"), "nightona:"),
+		AnthropicKey:   getenv("ANTHROPIC_API_KEY"),
+		AnthropicURL:   getenv("ANTHROPIC_BASE_URL"),
+		Claude:         getenv("NIGHTONA_CLAUDE"),
+		RelayBinary:    getenv("NIGHTONA_RELAY_BIN"),
+		Template:       getenv("NIGHTONA_TEMPLATE"),
+		PermissionMode: or(getenv("NIGHTONA_PERMISSION_MODE"), "acceptEdits"),
+		LogFormat:      or(getenv("NIGHTONA_LOG_FORMAT"), "text"),
+		DaytonaKey:     getenv("DAYTONA_API_KEY"),
+	}
+	var errs []error
+	if s := getenv("NIGHTONA_SECRET"); s != "" {
+		if len(s) < 32 {
+			errs = append(errs, errors.New("NIGHTONA_SECRET must be at least 32 characters"))
+		}
+		c.Secret = []byte(s)
+	} else {
+		c.Secret = make([]byte, 32)
+		if _, err := rand.Read(c.Secret); err != nil {
+			errs = append(errs, fmt.Errorf("make a secret: %w", err))
+		}
+		c.SecretRandom = true
+	}
+	for _, a := range strings.Split(getenv("NIGHTONA_ADMINS"), ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			if !strings.Contains(a, ":") {
+				errs = append(errs, fmt.Errorf("NIGHTONA_ADMINS: %q should be platform:user, like slack:U123 or discord:456", a))
+			}
+			c.Admins = append(c.Admins, a)
+		}
+	}
+	c.Sandbox = getenv("NIGHTONA_SANDBOX")
+	if c.Sandbox == "" {
+		c.Sandbox = "local"
+		if c.DaytonaKey != "" {
+			c.Sandbox = "daytona"
+		}
+	}
+	switch c.Sandbox {
+	case "local":
+	case "daytona":
+		errs = append(errs, errors.New("NIGHTONA_SANDBOX=daytona: the Daytona provider is not available in this version; use local"))
+	default:
+		errs = append(errs, fmt.Errorf("NIGHTONA_SANDBOX must be local or daytona, not %q", c.Sandbox))
+	}
+	switch c.PermissionMode {
+	case "default", "acceptEdits", "plan", "bypassPermissions":
+	default:
+		errs = append(errs, fmt.Errorf("NIGHTONA_PERMISSION_MODE must be default, acceptEdits, plan or bypassPermissions, not %q", c.PermissionMode))
+	}
+	c.MaxPromptBytes = 32 << 10
+	if v := getenv("NIGHTONA_MAX_PROMPT_BYTES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("NIGHTONA_MAX_PROMPT_BYTES must be a positive number of bytes, not %q", v))
+		}
+		c.MaxPromptBytes = n
+	}
+	c.DrainTimeout = 30 * time.Second
+	if v := getenv("NIGHTONA_DRAIN_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			errs = append(errs, fmt.Errorf("NIGHTONA_DRAIN_TIMEOUT must be a duration like 30s, not %q", v))
+		}
+		c.DrainTimeout = d
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(or(getenv("NIGHTONA_LOG_LEVEL"), "info"))); err != nil {
+		errs = append(errs, fmt.Errorf("NIGHTONA_LOG_LEVEL must be debug, info, warn or error"))
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("NIGHTONA_LOG_FORMAT must be text or json, not %q", c.LogFormat))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("configuration: %w", errors.Join(errs...))
+	}
+	return c, nil
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
