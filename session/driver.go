@@ -23,7 +23,7 @@ type driver struct {
 	inbox chan Prompt
 
 	mu        sync.Mutex
-	pending   int          // turns sent and not yet ended
+	pending   int           // turns sent and not yet ended
 	client    *relay.Client // nil while not connected
 	relayID   string        // the relay the client reads; set on connect
 	claudeID  string        // Claude Code's session id, as last seen
