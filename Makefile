@@ -8,7 +8,7 @@ CLAUDE_VERSION ?= 2.1.332
 STATICCHECK    ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 VERSION        ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 TEST_FLAGS     ?= -race -count=1 -timeout 20m
-BENCH_FLAGS    ?= -run '^$$' -bench . -benchmem -benchtime 1x
+BENCH_FLAGS    ?= -run '^$$' -bench . -benchmem
 
 .PHONY: all build run test bench lint tools test-deps clean
 

@@ -43,7 +43,7 @@ type harness struct {
 	done   chan struct{}
 }
 
-func startRelay(t *testing.T, cfg relay.Config) *harness {
+func startRelay(t testing.TB, cfg relay.Config) *harness {
 	t.Helper()
 	if cfg.Token == "" {
 		cfg.Token = token

@@ -18,7 +18,6 @@ type config struct {
 	DataDir        string
 	Secret         []byte
 	SecretRandom   bool
-	Admins         []string
 	RedisURL       string
 	RedisPrefix    string
 	Sandbox        string
@@ -65,14 +64,6 @@ func loadConfig(getenv func(string) string) (*config, error) {
 			errs = append(errs, fmt.Errorf("make a secret: %w", err))
 		}
 		c.SecretRandom = true
-	}
-	for _, a := range strings.Split(getenv("NIGHTONA_ADMINS"), ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			if !strings.Contains(a, ":") {
-				errs = append(errs, fmt.Errorf("NIGHTONA_ADMINS: %q should be platform:user, like slack:U123 or discord:456", a))
-			}
-			c.Admins = append(c.Admins, a)
-		}
 	}
 	c.Sandbox = getenv("NIGHTONA_SANDBOX")
 	if c.Sandbox == "" {

@@ -540,3 +540,28 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatalf("version: %q %v", out.String(), err)
 	}
 }
+
+// TestStopFromConsole interrupts a streaming turn: the partial output stays, the turn ends with
+// an interrupted result, and the next prompt works.
+func TestStopFromConsole(t *testing.T) {
+	b := startBot(t, baseEnv(t))
+	thread := b.newThread()
+	f := b.follow(thread, 0)
+	b.prompt(thread, "scenario:slow:400:50 a long story")
+	f.until("the turn to stream", 30*time.Second, func(fr frame) bool {
+		return fr.Kind == "agent" && bytes.Contains(fr.Data, []byte(`"text_delta"`))
+	})
+	if status, out := b.post("/api/threads/"+thread+"/interrupt", map[string]any{}); status != http.StatusAccepted {
+		t.Fatalf("interrupt: %d %v", status, out)
+	}
+	turn := f.until("the interrupted result", 30*time.Second, isResult)
+	res := turn[len(turn)-1]
+	if res.field("subtype") != "error_during_execution" {
+		t.Fatalf("result after Stop: %s", res.Data)
+	}
+	b.prompt(thread, "scenario:text after stop")
+	next := f.until("the next result", 60*time.Second, isResult)
+	if r := next[len(next)-1]; r.field("subtype") != "success" || !strings.Contains(r.field("result"), "after stop") {
+		t.Fatalf("turn after Stop: %s", r.Data)
+	}
+}

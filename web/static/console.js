@@ -17,6 +17,7 @@
   // ---------------------------------------------------------------------------------------
 
   const STORE_KEY = 'nightona.console.threads.v1';
+  const TIPS_HIDDEN_KEY = 'nightona.console.tips-hidden';
   const TITLE_MAX = 60;
   const OUTPUT_MAX_LINES = 40;
   // A single enormous line would defeat the line limit, so characters are capped too.
@@ -363,6 +364,7 @@
       cwd: '',
       known: false,           // true once we know whether the thread has history
       sessionFromSocket: false,
+      sessionId: '',          // the session whose log this view shows (seqs are per session)
     };
   }
 
@@ -522,11 +524,16 @@
       return;
     }
     const offline = info.mode === 'offline';
-    const mode = h('span', {
-      class: 'badge ' + (offline ? 'is-offline' : 'is-live'),
+    // In offline mode the badge is a button that brings back the scenario tips once hidden.
+    const mode = h(offline ? 'button' : 'span', {
+      class: 'badge ' + (offline ? 'is-offline badge-btn' : 'is-live'),
+      type: offline ? 'button' : null,
+      id: offline ? 'mode-badge' : null,
+      'aria-controls': offline ? 'offline-banner' : null,
       text: offline ? 'offline model' : info.mode === 'anthropic' ? 'Anthropic API' : String(info.mode || 'unknown mode'),
-      title: offline ? 'Claude Code talks to a scripted model on this machine' : 'Claude Code talks to the Anthropic API',
+      title: offline ? 'Claude Code talks to a scripted model on this machine. Click for scenarios.' : 'Claude Code talks to the Anthropic API',
     });
+    if (offline) mode.addEventListener('click', () => setTipsHidden(!ui.offlineBanner.hidden));
     const providerName = { local: 'local sandbox', daytona: 'Daytona' }[info.provider] || String(info.provider || '');
     const provider = providerName ? h('span', { class: 'badge', text: providerName, title: 'Sandbox provider' }) : null;
     ui.badges.replaceChildren(...[mode, provider].filter(Boolean));
@@ -534,7 +541,7 @@
 
   function renderOfflineBanner(info) {
     const scenarios = Array.isArray(info.scenarios) ? info.scenarios : [];
-    ui.offlineBanner.hidden = info.mode !== 'offline';
+    ui.offlineBanner.hidden = info.mode !== 'offline' || readFlag(TIPS_HIDDEN_KEY);
     ui.chips.replaceChildren(...scenarios
       .filter((s) => s && typeof s.keyword === 'string' && s.keyword)
       .map((s) => h('button', {
@@ -542,6 +549,18 @@
         title: typeof s.summary === 'string' ? s.summary : null,
         dataset: { keyword: s.keyword },
       })));
+  }
+
+  function readFlag(key) {
+    try { return localStorage.getItem(key) === '1'; } catch { return false; }
+  }
+
+  function setTipsHidden(hidden) {
+    ui.offlineBanner.hidden = hidden;
+    try { localStorage.setItem(TIPS_HIDDEN_KEY, hidden ? '1' : '0'); } catch { /* not remembered */ }
+    const badge = $('mode-badge');
+    if (badge) badge.setAttribute('aria-expanded', String(!hidden));
+    if (hidden && badge) badge.focus();
   }
 
   // ---------------------------------------------------------------------------------------
@@ -558,8 +577,8 @@
     return THREAD_KEY_RE.test(key) ? key : null;
   }
 
-  function selectThread(key) {
-    if (key === app.current && app.view) return;
+  function selectThread(key, force = false) {
+    if (key === app.current && app.view && !force) return;
     closeSocket();
     app.current = key;
     app.session = null;
@@ -680,14 +699,26 @@
       return;
     }
     if (!msg || typeof msg !== 'object') return;
+    const v = app.view;
     if (msg.type === 'event') handleEvent(msg);
     else if (msg.type === 'session') {
-      app.view.sessionFromSocket = true;
-      setSession(msg.session || null);
+      const s = msg.session && typeof msg.session === 'object' ? msg.session : null;
+      if (s && s.id && v.sessionId && s.id !== v.sessionId) return restartThread();
+      if (s && s.id) v.sessionId = s.id;
+      v.sessionFromSocket = true;
+      setSession(s);
     } else if (msg.type === 'waiting') {
-      app.view.known = true;
+      if (v.sessionId || v.lastSeq > 0) return restartThread();
+      v.known = true;
       updateEmptyState();
     }
+    return undefined;
+  }
+
+  // The thread's session was destroyed (and maybe started afresh): its log is gone and the
+  // new one counts from seq 1 again, so the view starts over from after=0.
+  function restartThread() {
+    selectThread(app.current, true);
   }
 
   function setSession(session) {
@@ -1159,12 +1190,8 @@
     if (Number(d.num_turns) > 0) parts.push(plural(Number(d.num_turns), 'turn', 'turns'));
     if (Number(d.total_cost_usd) > 0) parts.push(fmtCost(d.total_cost_usd));
 
-    const pieces = [];
-    parts.forEach((p, k) => {
-      if (k) pieces.push(h('span', { class: 'sep', 'aria-hidden': 'true', text: '·' }));
-      pieces.push(h('span', { text: p }));
-    });
-    turn.body.append(h('div', { class: 'result' + (tone ? ' ' + tone : '') }, icon(mark), ...pieces));
+    turn.body.append(h('div', { class: 'result' + (tone ? ' ' + tone : '') }, icon(mark),
+      h('span', { text: parts.join(' · ') })));
     if (turn.open) closeTurn(turn);
   }
 
@@ -1286,6 +1313,12 @@
       case 'MultiEdit':
         return [h('div', { class: 'tool-section' }, pathLabel('Edit', str(input.file_path)),
           diffPre(Array.isArray(input.edits) ? input.edits : []))];
+      case 'Read': {
+        const range = [input.offset != null ? `from line ${input.offset}` : '', input.limit != null ? `${input.limit} lines` : '']
+          .filter(Boolean).join(', ');
+        return [h('div', { class: 'tool-section' }, pathLabel('Read', str(input.file_path)),
+          range ? h('div', { class: 'tool-note', text: range }) : null)];
+      }
       case 'Bash':
         return [h('div', { class: 'tool-section' },
           h('div', { class: 'tool-label', text: 'Command' }),
@@ -1322,6 +1355,7 @@
     btn.addEventListener('click', () => {
       expanded = !expanded;
       pre.textContent = expanded ? full : short;
+      pre.classList.toggle('expanded', expanded);
       btn.textContent = label();
       btn.setAttribute('aria-expanded', String(expanded));
     });
@@ -1609,6 +1643,7 @@
     ui.prompt.addEventListener('keydown', onPromptKeydown);
     ui.prompt.addEventListener('input', () => { autosize(); updateCounter(); });
     ui.stopBtn.addEventListener('click', interrupt);
+    $('banner-close').addEventListener('click', () => setTipsHidden(true));
     ui.errorClose.addEventListener('click', () => { clearError(); ui.prompt.focus(); });
     ui.newThread.addEventListener('click', onNewThread);
     ui.menuBtn.addEventListener('click', () => (drawerOpen() ? closeDrawer() : openDrawer()));
