@@ -362,6 +362,7 @@
       queuedIds: new Set(),   // prompt ids the server said were queued
       promptTurns: new Map(), // prompt id → turn
       cwd: '',
+      processCost: 0,         // the CLI process's running total_cost_usd at its last result
       known: false,           // true once we know whether the thread has history
       sessionFromSocket: false,
       sessionId: '',          // the session whose log this view shows (seqs are per session)
@@ -952,6 +953,7 @@
     const body = currentTurn().body;
     switch (d.event) {
       case 'agent_started':
+        app.view.processCost = 0; // a new CLI process starts its running total again
         addLine(body, d.resume ? 'Claude Code started, resuming the conversation' : 'Claude Code started',
           { icon: 'play' });
         return;
@@ -1174,6 +1176,19 @@
     }).join('\n');
   }
 
+  // turnCost is what this turn cost. total_cost_usd is the CLI process's running total; newer
+  // CLIs also report this result's own share in model_usage_since_last_result.
+  function turnCost(d) {
+    const total = Number(d.total_cost_usd) || 0;
+    let cost = total - app.view.processCost;
+    const since = d.model_usage_since_last_result;
+    if (since && typeof since === 'object') {
+      cost = Object.values(since).reduce((sum, m) => sum + (Number(m && m.costUSD) || 0), 0);
+    }
+    app.view.processCost = total;
+    return cost < 0 ? total : cost;
+  }
+
   function onResult(d, turn) {
     const interrupted = d.subtype === 'error_during_execution';
     const limits = { error_max_turns: 'Stopped at the turn limit', error_max_budget_usd: 'Stopped at the budget limit' };
@@ -1188,7 +1203,8 @@
     if (d.duration_ms != null) parts.push(`${label} ${tone ? 'after' : 'in'} ${fmtDuration(d.duration_ms)}`);
     else parts.push(label);
     if (Number(d.num_turns) > 0) parts.push(plural(Number(d.num_turns), 'turn', 'turns'));
-    if (Number(d.total_cost_usd) > 0) parts.push(fmtCost(d.total_cost_usd));
+    const cost = turnCost(d);
+    if (cost > 0) parts.push(fmtCost(cost));
 
     turn.body.append(h('div', { class: 'result' + (tone ? ' ' + tone : '') }, icon(mark),
       h('span', { text: parts.join(' · ') })));
