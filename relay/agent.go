@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,10 @@ type AgentConfig struct {
 	// PermissionMode is passed as --permission-mode when set (default, acceptEdits, plan,
 	// bypassPermissions).
 	PermissionMode string
+	// AllowBypass lets the mode be switched to bypassPermissions later
+	// (--allow-dangerously-skip-permissions). Running as root, the CLI also needs IS_SANDBOX=1
+	// for that, which the relay then sets: a sandbox is what the flag is for.
+	AllowBypass bool
 	// MaxLineBytes bounds one stdout line; longer lines are dropped with a line_too_long event.
 	// Default 16 MiB.
 	MaxLineBytes int
@@ -42,16 +47,22 @@ func (c AgentConfig) withDefaults() AgentConfig {
 	return c
 }
 
-// argv is the full command line for a start that resumes the given Claude session ("" = new).
-func (c AgentConfig) argv(resume string) []string {
+// argv is the full command line for a start in the given permission mode that resumes the
+// given Claude session ("" = a new one). Permission requests always come to the relay
+// (--permission-prompt-tool stdio), which passes them on to its clients.
+func (c AgentConfig) argv(mode, resume string) []string {
 	args := []string{
 		"--output-format", "stream-json",
 		"--verbose",
 		"--input-format", "stream-json",
 		"--include-partial-messages",
+		"--permission-prompt-tool", "stdio",
 	}
-	if c.PermissionMode != "" {
-		args = append(args, "--permission-mode", c.PermissionMode)
+	if mode != "" {
+		args = append(args, "--permission-mode", mode)
+	}
+	if c.AllowBypass {
+		args = append(args, "--allow-dangerously-skip-permissions")
 	}
 	if resume != "" {
 		args = append(args, "--resume", resume)
@@ -59,24 +70,50 @@ func (c AgentConfig) argv(resume string) []string {
 	return append(args, c.Args...)
 }
 
+func (c AgentConfig) env() []string {
+	env := c.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	if c.AllowBypass && os.Geteuid() == 0 {
+		env = append(slices.Clip(env), "IS_SANDBOX=1")
+	}
+	return env
+}
+
 // agentProc is one running Claude Code process. Its stdout lines and its exit are reported
-// through the callbacks, in order, from the process's own reader goroutine: onExit runs after
-// the last onLine.
+// through the hooks, in order, from the process's own reader goroutine: onExit runs after the
+// last onLine.
 type agentProc struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	stderr *tailBuffer
 	done   chan struct{}
+	resume string // the Claude session it was started to resume
 
 	wmu sync.Mutex // serialises stdin writes: each line must reach the CLI whole
+
+	// Guarded by the Server's amu. A process started to resume a session holds back its
+	// output until the CLI has accepted the session (its first system/init), so that a
+	// session the CLI cannot find can be replaced without a trace of the failed attempt.
+	initSeen    bool
+	held        [][]byte
+	written     []string // prompts written before the first system/init
+	unresumable bool     // it reported that it cannot load the session
+}
+
+type agentHooks struct {
+	onLine    func(p *agentProc, line []byte)
+	onTooLong func(p *agentProc, n int)
+	onExit    func(p *agentProc, code int, stderr string)
 }
 
 var errAgentGone = errors.New("agent is not running")
 
-func startAgent(cfg AgentConfig, resume string, onLine func([]byte), onTooLong func(int), onExit func(code int, stderr string)) (*agentProc, error) {
-	cmd := exec.Command(cfg.Command, cfg.argv(resume)...)
+func startAgent(cfg AgentConfig, mode, resume string, h agentHooks) (*agentProc, error) {
+	cmd := exec.Command(cfg.Command, cfg.argv(mode, resume)...)
 	cmd.Dir = cfg.Dir
-	cmd.Env = cfg.Env
+	cmd.Env = cfg.env()
 	setProcAttrs(cmd)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -91,10 +128,12 @@ func startAgent(cfg AgentConfig, resume string, onLine func([]byte), onTooLong f
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start agent %s: %w", cfg.Command, err)
 	}
-	p := &agentProc{cmd: cmd, stdin: stdin, stderr: tail, done: make(chan struct{})}
+	p := &agentProc{cmd: cmd, stdin: stdin, stderr: tail, done: make(chan struct{}), resume: resume}
 	go func() {
 		defer close(p.done)
-		readLines(stdout, cfg.MaxLineBytes, onLine, onTooLong)
+		readLines(stdout, cfg.MaxLineBytes,
+			func(line []byte) { h.onLine(p, line) },
+			func(n int) { h.onTooLong(p, n) })
 		err := cmd.Wait()
 		code := 0
 		if err != nil {
@@ -105,7 +144,7 @@ func startAgent(cfg AgentConfig, resume string, onLine func([]byte), onTooLong f
 				code = -1
 			}
 		}
-		onExit(code, tail.String())
+		h.onExit(p, code, tail.String())
 	}()
 	return p, nil
 }
@@ -242,6 +281,50 @@ type lineHead struct {
 	Type      string `json:"type"`
 	Subtype   string `json:"subtype"`
 	SessionID string `json:"session_id"`
+	RequestID string `json:"request_id"`
+	// control_request (from the CLI)
+	Request *struct {
+		Subtype   string          `json:"subtype"`
+		ToolName  string          `json:"tool_name"`
+		Input     json.RawMessage `json:"input"`
+		ToolUseID string          `json:"tool_use_id"`
+	} `json:"request"`
+	// control_response (to the relay's own requests)
+	Response *struct {
+		Subtype   string          `json:"subtype"`
+		RequestID string          `json:"request_id"`
+		Error     string          `json:"error"`
+		Response  json.RawMessage `json:"response"`
+	} `json:"response"`
+	// result of a start that could not resume
+	Errors []string `json:"errors"`
+}
+
+// controlResponse is the stdout-bound answer to a control request of the CLI.
+type controlResponse struct {
+	Type     string              `json:"type"`
+	Response controlResponseBody `json:"response"`
+}
+
+type controlResponseBody struct {
+	Subtype   string `json:"subtype"`
+	RequestID string `json:"request_id"`
+	Response  any    `json:"response,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// permissionAllow and permissionDeny are the answers to can_use_tool. updatedInput is always
+// sent with allow: the CLI runs the tool on what it is given, and older CLIs require it.
+type permissionAllow struct {
+	Behavior     string          `json:"behavior"`
+	UpdatedInput json.RawMessage `json:"updatedInput"`
+	ToolUseID    string          `json:"toolUseID,omitempty"`
+}
+
+type permissionDeny struct {
+	Behavior  string `json:"behavior"`
+	Message   string `json:"message"`
+	ToolUseID string `json:"toolUseID,omitempty"`
 }
 
 // tailBuffer keeps the last n bytes written to it, cut at a line start where it can.

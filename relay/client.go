@@ -44,6 +44,14 @@ var (
 	ErrProtocol = errors.New("relay protocol mismatch")
 )
 
+// RemoteError is an error frame the relay answered a request with.
+type RemoteError struct {
+	Code    string
+	Message string
+}
+
+func (e *RemoteError) Error() string { return "relay: " + e.Code + ": " + e.Message }
+
 // ClientConfig configures a Client. Zero fields take their defaults.
 type ClientConfig struct {
 	Logger *slog.Logger
@@ -275,16 +283,16 @@ func (c *Client) serve(ctx context.Context, ws *websocket.Conn, cur Cursor, h Ha
 	if f.Type != TypeHello || f.Protocol != ProtocolVersion {
 		return cur, fmt.Errorf("%w: first frame %q, protocol %d (want %d)", ErrProtocol, f.Type, f.Protocol, ProtocolVersion)
 	}
-	hello := Hello{Type: f.Type, Protocol: f.Protocol, RelayID: f.RelayID, FirstSeq: f.FirstSeq, LastSeq: f.LastSeq, Agent: f.Agent}
+	hello := Hello{Type: f.Type, Protocol: f.Protocol, RelayID: f.RelayID, FirstSeq: f.FirstSeq, LastSeq: f.LastSeq,
+		Missed: f.Missed, Agent: f.Agent, Preview: f.Preview}
 	info := Connected{Hello: hello}
 	if cur.RelayID != hello.RelayID {
 		info.NewRelay = true
-		info.Missed = cur.RelayID != "" // the old relay's unread events are gone with it
+		// The old relay's unread events are gone with it, and a buffer that no longer starts
+		// at 1 has lost the stream's beginning.
+		info.Missed = cur.RelayID != "" || hello.FirstSeq > 1
 		cur = Cursor{RelayID: hello.RelayID}
-		if hello.FirstSeq > 1 {
-			info.Missed = true
-		}
-	} else if cur.Seq < hello.FirstSeq-1 {
+	} else if hello.Missed != nil || cur.Seq < hello.FirstSeq-1 {
 		info.Missed = true
 	}
 	if h.OnConnect != nil {
@@ -315,7 +323,7 @@ func (c *Client) serve(ctx context.Context, ws *websocket.Conn, cur Cursor, h Ha
 		case TypeAck:
 			c.settle(f.ID, nil)
 		case TypeError:
-			err := fmt.Errorf("relay: %s: %s", f.Code, f.Message)
+			err := &RemoteError{Code: f.Code, Message: f.Message}
 			if !c.settle(f.ID, err) {
 				c.log.Warn("relay reported an error", "code", f.Code, "message", f.Message)
 			}
@@ -360,9 +368,24 @@ func (c *Client) Prompt(ctx context.Context, id, text, resume string) error {
 	return c.request(ctx, clientFrame{Type: TypePrompt, ID: id, Text: text, Resume: resume})
 }
 
-// Interrupt asks the relay to stop the running turn.
+// Interrupt stops the running turn; it returns once Claude Code has confirmed.
 func (c *Client) Interrupt(ctx context.Context) error {
 	return c.request(ctx, clientFrame{Type: TypeInterrupt, ID: NewID("i")})
+}
+
+// Decide answers a permission request.
+func (c *Client) Decide(ctx context.Context, d Decision) error {
+	behavior := "deny"
+	if d.Allow {
+		behavior = "allow"
+	}
+	return c.request(ctx, clientFrame{Type: TypePermission, ID: NewID("d"), RequestID: d.RequestID,
+		Behavior: behavior, UpdatedInput: d.UpdatedInput, Message: d.Message})
+}
+
+// SetPermissionMode changes Claude Code's permission mode.
+func (c *Client) SetPermissionMode(ctx context.Context, mode string) error {
+	return c.request(ctx, clientFrame{Type: TypeSetMode, ID: NewID("m"), Mode: mode})
 }
 
 func (c *Client) request(ctx context.Context, f clientFrame) error {

@@ -22,3 +22,16 @@ func signalProc(cmd *exec.Cmd, sig syscall.Signal) {
 		_ = cmd.Process.Signal(sig)
 	}
 }
+
+// setGroupAttrs runs a command in a process group of its own, so that it can be stopped with
+// everything it starts, and has the kernel kill it if the relay dies first.
+func setGroupAttrs(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// killGroup signals the process group cmd leads.
+func killGroup(cmd *exec.Cmd, sig syscall.Signal) {
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, sig)
+	}
+}

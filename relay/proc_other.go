@@ -20,3 +20,18 @@ func signalProc(cmd *exec.Cmd, sig os.Signal) {
 		_ = cmd.Process.Signal(sig)
 	}
 }
+
+func setGroupAttrs(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+}
+
+func killGroup(cmd *exec.Cmd, sig os.Signal) {
+	if cmd.Process == nil {
+		return
+	}
+	if s, ok := sig.(syscall.Signal); ok {
+		_ = syscall.Kill(-cmd.Process.Pid, s)
+		return
+	}
+	_ = cmd.Process.Kill()
+}

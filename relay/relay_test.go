@@ -331,7 +331,8 @@ func TestGarbageAndCrashAreReported(t *testing.T) {
 		t.Fatalf("exit notice %+v, want code 3, one pending turn and the stderr tail", exit)
 	}
 
-	// The next prompt starts the agent again, resuming the same Claude session.
+	// The relay restarts the crashed agent by itself, resuming the same Claude session, and
+	// says so in the stream.
 	var session string
 	for _, ev := range c.snapshot() {
 		var h struct {
@@ -341,18 +342,25 @@ func TestGarbageAndCrashAreReported(t *testing.T) {
 			session = h.SessionID
 		}
 	}
+	var restarted relay.RelayNotice
+	testenv.WaitFor(t, 10*time.Second, "an automatic restart", func() bool {
+		for _, n := range notices(c.snapshot()) {
+			if n.Event == relay.EventAgentStarted && n.Restart {
+				restarted = n
+				return true
+			}
+		}
+		return false
+	})
+	if restarted.Resume != session || session == "" {
+		t.Fatalf("restart resumed %q, want the session %q", restarted.Resume, session)
+	}
 	if err := c.client.Prompt(ctx, "", "echo back again", ""); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 10*time.Second, "turn after crash", func() bool { return results(c.snapshot()) == 2 })
-	var restarted relay.RelayNotice
-	for _, n := range notices(c.snapshot()) {
-		if n.Event == relay.EventAgentStarted {
-			restarted = n
-		}
-	}
-	if restarted.Resume != session || session == "" {
-		t.Fatalf("restart resumed %q, want the session %q", restarted.Resume, session)
+	if n := len(noticesOf(c.snapshot(), relay.EventAgentStarted)); n != 2 {
+		t.Fatalf("%d agent starts, want the first and the restart", n)
 	}
 	assertContiguous(t, c.snapshot())
 }
@@ -435,4 +443,40 @@ func TestSlowClientDroppedAndResumes(t *testing.T) {
 	c := collect(t, h.endpoint(), relay.Cursor{}, relay.ClientConfig{})
 	testenv.WaitFor(t, 20*time.Second, "the turn to finish despite a stuck client", func() bool { return results(c.snapshot()) == 1 })
 	assertContiguous(t, c.snapshot())
+}
+
+func TestCrashLoopStops(t *testing.T) {
+	h := startRelay(t, relay.Config{Agent: fakeAgent(), MaxRestarts: 2})
+	c := collect(t, h.endpoint(), relay.Cursor{}, relay.ClientConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		if err := c.client.Prompt(ctx, "", "crash", ""); err != nil {
+			t.Fatal(err)
+		}
+		want := i + 1
+		testenv.WaitFor(t, 10*time.Second, "the crash", func() bool { return len(noticesOf(c.snapshot(), relay.EventAgentExited)) >= want })
+	}
+	testenv.WaitFor(t, 5*time.Second, "the give-up notice", func() bool {
+		for _, n := range noticesOf(c.snapshot(), relay.EventAgentError) {
+			if strings.Contains(n.Message, "crashed 2 times") {
+				return true
+			}
+		}
+		return false
+	})
+	// Two automatic restarts, then none: the third crash waits for a prompt.
+	restarts := 0
+	for _, n := range noticesOf(c.snapshot(), relay.EventAgentStarted) {
+		if n.Restart {
+			restarts++
+		}
+	}
+	if restarts != 2 {
+		t.Fatalf("%d automatic restarts, want 2", restarts)
+	}
+	if err := c.client.Prompt(ctx, "", "echo alive", ""); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "a prompt to start it again", func() bool { return results(c.snapshot()) >= 1 })
 }

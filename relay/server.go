@@ -8,9 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +25,8 @@ type Config struct {
 	Token string
 	// Agent says how to run Claude Code.
 	Agent AgentConfig
+	// Preview, when its Command is set, is the app's dev server the relay supervises.
+	Preview PreviewConfig
 	// Logger receives the relay's logs; nil discards them.
 	Logger *slog.Logger
 	// BufferEvents and BufferBytes bound the replay buffer. Defaults: 10,000 events, 64 MiB.
@@ -38,9 +40,16 @@ type Config struct {
 	// AllowedOrigins lists the Origin values a browser connection may come from. Connections
 	// with no Origin header (programs, not browsers) are not affected. Default: none allowed.
 	AllowedOrigins []string
+	// PermissionTimeout is how long a can_use_tool request waits for an answer before the
+	// relay denies it as timed out. Default 10 min.
+	PermissionTimeout time.Duration
 	// ShutdownGrace is how long a stopping relay lets a running turn wind down after
 	// interrupting it. Default 5 s.
 	ShutdownGrace time.Duration
+	// MaxRestarts bounds automatic restarts of a crashed agent within RestartWindow; past it
+	// the agent is started again only by the next prompt. Defaults: 5 in 5 min.
+	MaxRestarts   int
+	RestartWindow time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -59,33 +68,47 @@ func (c Config) withDefaults() Config {
 	if c.MaxClientFrame <= 0 {
 		c.MaxClientFrame = 1 << 20
 	}
+	if c.PermissionTimeout <= 0 {
+		c.PermissionTimeout = 10 * time.Minute
+	}
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 5 * time.Second
+	}
+	if c.MaxRestarts <= 0 {
+		c.MaxRestarts = 5
+	}
+	if c.RestartWindow <= 0 {
+		c.RestartWindow = 5 * time.Minute
 	}
 	c.Agent = c.Agent.withDefaults()
 	return c
 }
 
 // Server runs Claude Code and streams what it prints to WebSocket clients. Create it with
-// NewServer, serve its handler, and call Run to own its lifetime.
+// NewServer, serve it as an http.Handler, and call Run to own its lifetime.
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	id      string
 	upgrade websocket.Upgrader
+	preview *previewSupervisor
 
 	mu      sync.Mutex // guards seq, buf, clients
 	seq     int64
 	buf     *replayBuffer
 	clients map[*wsConn]struct{}
 
-	amu        sync.Mutex // guards the agent and what the relay knows of it
-	agent      *agentProc
-	sessionID  string
-	pending    int
-	seen       *idSet
-	stopping   bool
-	interrupts int
+	amu       sync.Mutex // guards the agent and what the relay knows of it (see control.go)
+	agent     *agentProc
+	sessionID string
+	pending   int
+	mode      string
+	seen      *idSet
+	stopping  bool
+	ctrlSeq   int
+	perms     map[string]*permRequest
+	waits     map[string]chan controlResult
+	restarts  []time.Time
 }
 
 // NewServer checks the configuration and makes a Server. The agent is started on the first
@@ -95,6 +118,9 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, errors.New("relay: a token is required")
 	}
 	cfg = cfg.withDefaults()
+	if cfg.Agent.PermissionMode != "" && !slices.Contains(PermissionModes, cfg.Agent.PermissionMode) {
+		return nil, fmt.Errorf("relay: unknown permission mode %q", cfg.Agent.PermissionMode)
+	}
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, fmt.Errorf("relay: make id: %w", err)
@@ -105,7 +131,13 @@ func NewServer(cfg Config) (*Server, error) {
 		id:      "r_" + hex.EncodeToString(b[:]),
 		buf:     newReplayBuffer(cfg.BufferEvents, cfg.BufferBytes),
 		clients: make(map[*wsConn]struct{}),
+		mode:    cfg.Agent.PermissionMode,
 		seen:    newIDSet(1024),
+		perms:   make(map[string]*permRequest),
+		waits:   make(map[string]chan controlResult),
+	}
+	if cfg.Preview.Command != "" {
+		s.preview = newPreviewSupervisor(cfg.Preview, cfg.Logger, s.publishNotice)
 	}
 	s.upgrade = websocket.Upgrader{
 		ReadBufferSize:  16 << 10,
@@ -130,63 +162,45 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Run waits for ctx to end, then shuts down: a running turn is interrupted and given
-// ShutdownGrace to finish, its output flushed to clients, the agent stopped, clients closed.
+// Run runs the dev server (if configured) and waits for ctx to end, then shuts down: a running
+// turn is interrupted and given ShutdownGrace to finish, its output flushed to clients, the
+// agent and the dev server stopped, clients closed.
 func (s *Server) Run(ctx context.Context) error {
-	<-ctx.Done()
-	s.shutdown()
-	return nil
-}
-
-func (s *Server) shutdown() {
-	s.amu.Lock()
-	s.stopping = true
-	p := s.agent
-	pending := s.pending
-	s.amu.Unlock()
-	if p != nil {
-		if pending > 0 {
-			_ = s.sendInterrupt(p)
-			s.waitIdle(p, s.cfg.ShutdownGrace)
-		}
-		p.stop(s.cfg.ShutdownGrace)
+	var wg sync.WaitGroup
+	pctx, stopPreview := context.WithCancel(context.Background())
+	if s.preview != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.preview.run(pctx) }()
 	}
+	<-ctx.Done()
+	s.shutdownAgent()
+	stopPreview()
+	wg.Wait()
 	s.mu.Lock()
 	for c := range s.clients {
 		s.dropLocked(c)
 	}
 	s.mu.Unlock()
-}
-
-// waitIdle waits until no turn is pending or the process exited, at most d.
-func (s *Server) waitIdle(p *agentProc, d time.Duration) {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		s.amu.Lock()
-		pending := s.pending
-		s.amu.Unlock()
-		if pending == 0 {
-			return
-		}
-		select {
-		case <-p.done:
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return nil
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
-	s.amu.Lock()
-	st := s.agentStateLocked()
-	s.amu.Unlock()
+	st := s.agentState()
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"ok":            true,
 		"protocol":      ProtocolVersion,
 		"agent_running": st.Running,
 		"pending_turns": st.PendingTurns,
+		"preview":       s.previewState(),
 	})
+}
+
+func (s *Server) previewState() PreviewState {
+	if s.preview == nil {
+		return PreviewState{}
+	}
+	return s.preview.state()
 }
 
 func (s *Server) authorized(r *http.Request) bool {
@@ -222,9 +236,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	if rid := r.URL.Query().Get("relay_id"); rid != "" && rid != s.id {
-		after = 0 // another relay's numbers mean nothing here: send all we have
-	}
+	rid := r.URL.Query().Get("relay_id")
 	ws, err := s.upgrade.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered
@@ -232,21 +244,26 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(s.cfg.MaxClientFrame)
 	c := &wsConn{ws: ws, send: make(chan []byte, s.cfg.ClientQueue), replies: make(chan []byte, 16)}
 
-	s.amu.Lock()
-	agent := s.agentStateLocked()
-	s.amu.Unlock()
-
+	agent, preview := s.agentState(), s.previewState()
 	s.mu.Lock()
+	hello := Hello{Type: TypeHello, Protocol: ProtocolVersion, RelayID: s.id,
+		FirstSeq: s.buf.firstSeq(), LastSeq: s.seq, Agent: agent, Preview: preview}
+	switch {
+	case rid != "" && rid != s.id:
+		// Another relay's numbers mean nothing here: what that relay sent after the cursor is
+		// gone, and this one's stream is sent from its start.
+		hello.Missed = &SeqRange{From: after + 1, To: -1}
+		after = 0
+	case rid != "" && after < hello.FirstSeq-1:
+		hello.Missed = &SeqRange{From: after + 1, To: hello.FirstSeq - 1}
+	}
 	backlog, _ := s.buf.since(after)
-	hello, _ := json.Marshal(Hello{
-		Type: TypeHello, Protocol: ProtocolVersion, RelayID: s.id,
-		FirstSeq: s.buf.firstSeq(), LastSeq: s.seq, Agent: agent,
-	})
 	s.clients[c] = struct{}{}
 	s.mu.Unlock()
+	helloBytes, _ := json.Marshal(hello)
 
-	s.log.Info("client connected", "remote", r.RemoteAddr, "after", after, "replay", len(backlog))
-	go c.writeLoop(hello, backlog)
+	s.log.Info("client connected", "remote", r.RemoteAddr, "after", after, "replay", len(backlog), "missed", hello.Missed != nil)
+	go c.writeLoop(helloBytes, backlog)
 	s.readLoop(c)
 	s.mu.Lock()
 	s.dropLocked(c)
@@ -267,10 +284,9 @@ func parseAfter(v string) (int64, error) {
 
 // readLoop handles the client's frames until the connection fails.
 func (s *Server) readLoop(c *wsConn) {
-	c.ws.SetReadDeadline(time.Now().Add(pongWait))
+	_ = c.ws.SetReadDeadline(time.Now().Add(pongWait))
 	c.ws.SetPongHandler(func(string) error {
-		c.ws.SetReadDeadline(time.Now().Add(pongWait))
-		return nil
+		return c.ws.SetReadDeadline(time.Now().Add(pongWait))
 	})
 	for {
 		_, data, err := c.ws.ReadMessage()
@@ -281,152 +297,68 @@ func (s *Server) readLoop(c *wsConn) {
 			}
 			return
 		}
+		_ = c.ws.SetReadDeadline(time.Now().Add(pongWait))
 		var f clientFrame
 		if err := json.Unmarshal(data, &f); err != nil {
 			c.reply(errorFrame{Type: TypeError, Code: CodeBadFrame, Message: "frame is not a JSON object"})
 			continue
 		}
-		switch f.Type {
-		case TypePrompt:
-			if strings.TrimSpace(f.Text) == "" {
-				c.reply(errorFrame{Type: TypeError, ID: f.ID, Code: CodeBadFrame, Message: "prompt text is empty"})
-				continue
-			}
-			if err := s.Prompt(f.ID, f.Text, f.Resume); err != nil {
-				c.reply(errorFrame{Type: TypeError, ID: f.ID, Code: CodeAgentFailure, Message: err.Error()})
-				continue
-			}
-			c.reply(ackFrame{Type: TypeAck, ID: f.ID})
-		case TypeInterrupt:
-			if err := s.Interrupt(); err != nil {
-				c.reply(errorFrame{Type: TypeError, ID: f.ID, Code: CodeAgentFailure, Message: err.Error()})
-				continue
-			}
-			c.reply(ackFrame{Type: TypeAck, ID: f.ID})
+		s.handleFrame(c, f)
+	}
+}
+
+// handleFrame handles one client frame on the reader goroutine, so that what a client sends
+// reaches the CLI in the order it was sent. Requests the CLI answers later (an interrupt, a mode
+// change) are written here and waited for on a goroutine of their own.
+func (s *Server) handleFrame(c *wsConn, f clientFrame) {
+	var err error
+	var wait func() error
+	switch f.Type {
+	case TypePrompt:
+		if strings.TrimSpace(f.Text) == "" {
+			err = frameError{CodeBadFrame, "prompt text is empty"}
+			break
+		}
+		err = s.Prompt(f.ID, f.Text, f.Resume)
+	case TypeInterrupt:
+		wait, err = s.startInterrupt()
+	case TypePermission:
+		switch f.Behavior {
+		case "allow", "deny":
+			err = s.Decide(Decision{RequestID: f.RequestID, Allow: f.Behavior == "allow", UpdatedInput: f.UpdatedInput, Message: f.Message})
 		default:
-			c.reply(errorFrame{Type: TypeError, ID: f.ID, Code: CodeBadFrame, Message: fmt.Sprintf("unknown frame type %q", f.Type)})
+			err = frameError{CodeBadFrame, fmt.Sprintf("behavior must be allow or deny, not %q", f.Behavior)}
 		}
+	case TypeSetMode:
+		wait, err = s.startSetMode(f.Mode)
+	default:
+		err = frameError{CodeBadFrame, fmt.Sprintf("unknown frame type %q", f.Type)}
 	}
-}
-
-// Prompt sends text to Claude Code as a user message, starting the agent first when it is not
-// running (resuming the given Claude session, or the one this relay last saw). A prompt whose
-// non-empty id was already taken is not sent again.
-func (s *Server) Prompt(id, text, resume string) error {
-	s.amu.Lock()
-	if s.stopping {
-		s.amu.Unlock()
-		return errors.New("the relay is shutting down")
-	}
-	if id != "" && s.seen.has(id) {
-		s.amu.Unlock()
-		return nil
-	}
-	if s.agent == nil {
-		if resume == "" {
-			resume = s.sessionID
-		}
-		if err := s.startAgentLocked(resume); err != nil {
-			s.amu.Unlock()
-			return err
-		}
-	}
-	p := s.agent
-	if id != "" {
-		s.seen.add(id)
-	}
-	s.pending++ // before the write: the turn's result may be read before Write returns
-	s.amu.Unlock()
-
-	// Not under amu: a blocked stdin must not stop the stdout reader, which takes amu.
-	if err := p.writeLine(newUserMessage(text)); err != nil {
-		s.amu.Lock()
-		if id != "" {
-			s.seen.remove(id)
-		}
-		if s.agent == p && s.pending > 0 {
-			s.pending--
-		}
-		s.amu.Unlock()
-		s.publishNotice(RelayNotice{Event: EventAgentError, Message: err.Error()})
-		return fmt.Errorf("send prompt: %w", err)
-	}
-	return nil
-}
-
-// Interrupt asks Claude Code to stop the running turn. Without a running turn it does nothing.
-func (s *Server) Interrupt() error {
-	s.amu.Lock()
-	p, pending := s.agent, s.pending
-	s.amu.Unlock()
-	if p == nil || pending == 0 {
-		return nil
-	}
-	return s.sendInterrupt(p)
-}
-
-func (s *Server) sendInterrupt(p *agentProc) error {
-	s.amu.Lock()
-	s.interrupts++
-	id := "int-" + strconv.Itoa(s.interrupts)
-	s.amu.Unlock()
-	return p.writeLine(controlRequest{Type: "control_request", RequestID: id,
-		Request: map[string]any{"subtype": "interrupt"}})
-}
-
-func (s *Server) startAgentLocked(resume string) error {
-	var p *agentProc
-	p, err := startAgent(s.cfg.Agent, resume,
-		s.onAgentLine,
-		func(n int) { s.publishNotice(RelayNotice{Event: EventLineTooLong, Bytes: n}) },
-		func(code int, stderr string) { s.onAgentExit(p, code, stderr) },
-	)
-	if err != nil {
-		s.publishNotice(RelayNotice{Event: EventAgentError, Message: err.Error()})
-		s.log.Error("agent did not start", "err", err)
-		return err
-	}
-	s.agent = p
-	s.log.Info("agent started", "pid", p.pid(), "resume", resume)
-	s.publishNotice(RelayNotice{Event: EventAgentStarted, PID: p.pid(), Resume: resume})
-	return nil
-}
-
-func (s *Server) onAgentLine(line []byte) {
-	var head lineHead
-	if err := json.Unmarshal(line, &head); err != nil {
-		s.publishNotice(RelayNotice{Event: EventAgentOutput, Line: string(line)})
+	if err == nil && wait != nil {
+		go func() { c.answer(f.ID, wait()) }()
 		return
 	}
-	if head.SessionID != "" || head.Type == "result" {
-		s.amu.Lock()
-		if head.SessionID != "" {
-			s.sessionID = head.SessionID
-		}
-		if head.Type == "result" && s.pending > 0 {
-			s.pending--
-		}
-		s.amu.Unlock()
-	}
-	s.publish(KindAgent, line)
+	c.answer(f.ID, err)
 }
 
-func (s *Server) onAgentExit(p *agentProc, code int, stderr string) {
-	s.amu.Lock()
-	pending := s.pending
-	if s.agent == p {
-		s.agent = nil
-		s.pending = 0
+// answer replies to the frame with the given id: an ack, or an error frame.
+func (c *wsConn) answer(id string, err error) {
+	if err == nil {
+		c.reply(ackFrame{Type: TypeAck, ID: id})
+		return
 	}
-	s.amu.Unlock()
-	s.log.Info("agent exited", "code", code, "pending_turns", pending)
-	c := code
-	s.publishNotice(RelayNotice{Event: EventAgentExited, Code: &c, PendingTurns: pending, Stderr: stderr})
+	code := CodeAgentFailure
+	var fe frameError
+	if errors.As(err, &fe) {
+		code = fe.code
+	}
+	c.reply(errorFrame{Type: TypeError, ID: id, Code: code, Message: err.Error()})
 }
 
-func (s *Server) agentStateLocked() AgentState {
-	return AgentState{Running: s.agent != nil, SessionID: s.sessionID, PendingTurns: s.pending}
-}
+// frameError is an error with the code its error frame carries.
+type frameError struct{ code, msg string }
+
+func (e frameError) Error() string { return e.msg }
 
 func (s *Server) publishNotice(n RelayNotice) {
 	b, err := json.Marshal(n)
@@ -485,7 +417,7 @@ const (
 )
 
 // wsConn is one client connection. Its writer goroutine owns every write; replies from the
-// reader go through the same queue so that frames never interleave.
+// reader go through a queue of their own so that frames never interleave.
 type wsConn struct {
 	ws      *websocket.Conn
 	send    chan []byte
@@ -575,5 +507,3 @@ func (s *idSet) add(id string) {
 	s.order = append(s.order, id)
 	s.set[id] = struct{}{}
 }
-
-var _ io.Writer = (*tailBuffer)(nil)

@@ -40,7 +40,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	dir := fs.String("dir", "", "workspace folder Claude Code runs in (default: the current folder)")
 	agent := fs.String("agent", "claude", "the Claude Code CLI to run")
 	mode := fs.String("permission-mode", "", "Claude Code permission mode (default, acceptEdits, plan, bypassPermissions)")
+	allowBypass := fs.Bool("allow-bypass", false, "let the permission mode be switched to bypassPermissions")
+	permTimeout := fs.Duration("permission-timeout", 10*time.Minute, "deny a permission request nobody answers within this time")
 	origins := fs.String("allowed-origins", "", "comma-separated Origins browsers may connect from")
+	bufEvents := fs.Int("buffer-events", 10000, "events the replay buffer keeps")
+	bufBytes := fs.Int("buffer-bytes", 64<<20, "bytes the replay buffer keeps")
+	devCommand := fs.String("dev-command", "", "the app's dev server command (run with sh -c; empty: none)")
+	devPort := fs.Int("dev-port", 3000, "the port the dev server serves on (given to it as PORT)")
+	devDir := fs.String("dev-dir", "", "the dev server's folder (default: -dir)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -61,6 +68,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			allowed = append(allowed, o)
 		}
 	}
+	env := agentEnv(os.Environ())
+	if *devDir == "" {
+		*devDir = *dir
+	}
+	var preview relay.PreviewConfig
+	if *devCommand != "" {
+		if *devPort < 1 || *devPort > 65535 {
+			return fmt.Errorf("-dev-port %d is not a port", *devPort)
+		}
+		preview = relay.PreviewConfig{Command: *devCommand, Port: *devPort, Dir: *devDir, Env: env}
+	}
 	srv, err := relay.NewServer(relay.Config{
 		Token:  token,
 		Logger: log,
@@ -68,10 +86,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			Command:        *agent,
 			Args:           fs.Args(),
 			Dir:            *dir,
-			Env:            agentEnv(os.Environ()),
+			Env:            env,
 			PermissionMode: *mode,
+			AllowBypass:    *allowBypass,
 		},
-		AllowedOrigins: allowed,
+		Preview:           preview,
+		AllowedOrigins:    allowed,
+		PermissionTimeout: *permTimeout,
+		BufferEvents:      *bufEvents,
+		BufferBytes:       *bufBytes,
 	})
 	if err != nil {
 		return err
