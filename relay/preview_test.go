@@ -11,7 +11,9 @@ import (
 	"github.com/nightona/nightona/relay"
 )
 
-func previewNotices(c *collector) []relay.RelayNotice { return noticesOf(c.snapshot(), relay.EventPreview) }
+func previewNotices(c *collector) []relay.RelayNotice {
+	return noticesOf(c.snapshot(), relay.EventPreview)
+}
 
 func hasState(ns []relay.RelayNotice, state string) bool {
 	for _, n := range ns {
