@@ -270,10 +270,21 @@ func (s *Server) startAgentLocked(resume string, restart bool) error {
 
 // onAgentLine runs on the agent's reader goroutine for each stdout line.
 func (s *Server) onAgentLine(p *agentProc, line []byte) {
-	var head lineHead
-	if err := json.Unmarshal(line, &head); err != nil {
+	if !json.Valid(line) {
 		s.publishNotice(RelayNotice{Event: EventAgentOutput, Line: string(line)})
 		return
+	}
+	var head lineHead
+	typ, _ := topLevelString(line, "type")
+	switch string(typ) {
+	case "stream_event", "assistant", "user":
+		// The bulk of the stream, and nothing the relay acts on: its type is enough.
+		head.Type = string(typ)
+	default:
+		if err := json.Unmarshal(line, &head); err != nil {
+			s.publishNotice(RelayNotice{Event: EventAgentOutput, Line: string(line)})
+			return
+		}
 	}
 	s.amu.Lock()
 	if p.resume != "" && !p.initSeen && head.Type != "control_response" {

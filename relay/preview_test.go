@@ -60,9 +60,7 @@ func TestPreviewStartsAndAnswers(t *testing.T) {
 		_, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
 		return err != nil
 	})
-	if !hasState(previewNotices(c), relay.PreviewStopped) {
-		t.Fatal("no stopped notice")
-	}
+	testenv.WaitFor(t, 5*time.Second, "the stopped notice", func() bool { return hasState(previewNotices(c), relay.PreviewStopped) })
 }
 
 func TestPreviewCrashIsReportedAndRestarted(t *testing.T) {

@@ -17,6 +17,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -25,6 +27,18 @@ import (
 )
 
 func main() {
+	if os.Getenv("GOGC") == "" {
+		// One relay runs in every sandbox, beside the app: memory matters more to it than the
+		// CPU of collecting a small heap more often.
+		debug.SetGCPercent(50)
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// The relay moves lines from a pipe to sockets. On one P the goroutine that reads a line
+		// hands it to the one that writes it on the same thread; with more, an idle thread is
+		// woken to take it, which costs more than the work. One P also leaves the sandbox's
+		// cores to Claude Code and the app.
+		runtime.GOMAXPROCS(1)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {

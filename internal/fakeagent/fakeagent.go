@@ -7,9 +7,10 @@
 //	echo <text>       system/init, one assistant text message, a success result
 //	garbage           a line that is not JSON, then a result
 //	crash             "boom" on stderr, exit status 3, mid-turn
-//	lines:N           N assistant messages as fast as it can, then a result
-//	rate:N:R          N assistant messages at R per second, each carrying its send time
-//	                  (unix nanoseconds) in "sent_ns"; then a result
+//	lines:N           N text_delta stream_events as fast as it can, then a result
+//	rate:N:R          N text_delta stream_events at R per second; then a result
+//	                  (each stream_event carries the time it was written, in unix
+//	                  nanoseconds, in "sent_ns")
 //	slow:N:MS         N assistant messages MS apart; an interrupt ends the turn early
 //	spawn             starts `sleep 300` in the background, as a tool would start a dev
 //	                  server, and reports its pid in "spawned_pid"
@@ -91,6 +92,7 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 type agent struct {
 	mu        sync.Mutex
+	buf       []byte
 	out       *bufio.Writer
 	session   string
 	msg       int
@@ -121,6 +123,27 @@ func (a *agent) text(s string, extra map[string]any) {
 		m[k] = v
 	}
 	a.emit(m)
+}
+
+// delta writes a text_delta stream_event shaped like the CLI's (about 280 bytes), carrying the
+// time it was written in "sent_ns". It is built by hand so that the stand-in, not the relay,
+// is never what limits a benchmark.
+func (a *agent) delta(i int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b := a.buf[:0]
+	b = append(b, `{"type":"stream_event","event":{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"word`...)
+	b = strconv.AppendInt(b, int64(i), 10)
+	b = append(b, ` "}},"session_id":"`...)
+	b = append(b, a.session...)
+	b = append(b, `","parent_tool_use_id":null,"uuid":"5193081e-7f8b-44dc-83cd-`...)
+	b = fmt.Appendf(b, "%012d", i)
+	b = append(b, `","sent_ns":`...)
+	b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
+	b = append(b, "}\n"...)
+	a.buf = b
+	a.out.Write(b)
+	a.out.Flush()
 }
 
 func (a *agent) result(subtype, text string, isError bool) {
@@ -180,7 +203,7 @@ func (a *agent) handle(line []byte, stderr io.Writer) int {
 	case "lines":
 		n := num(1, 100)
 		for i := 0; i < n; i++ {
-			a.text("line "+strconv.Itoa(i), nil)
+			a.delta(i)
 		}
 		a.result("success", "lines done", false)
 	case "rate":
@@ -191,7 +214,7 @@ func (a *agent) handle(line []byte, stderr io.Writer) int {
 			if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
 				time.Sleep(d)
 			}
-			a.text("tick", map[string]any{"sent_ns": time.Now().UnixNano(), "i": i})
+			a.delta(i)
 		}
 		a.result("success", "rate done", false)
 	case "slow":
