@@ -54,6 +54,9 @@ type Sandbox struct {
 	Relay *Endpoint
 	// Workspace is the workspace folder, where the provider can tell (local sandboxes).
 	Workspace string
+	// PreviewURL is where the app's dev server can be seen, when the sandbox runs one. It
+	// answers only once the relay reports the dev server ready.
+	PreviewURL string
 }
 
 // Provider runs sandboxes. Implementations are safe for concurrent use. Errors wrap the

@@ -20,11 +20,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +51,9 @@ type Config struct {
 	Env []string
 	// PermissionMode is Claude Code's permission mode when a Spec names none. Default acceptEdits.
 	PermissionMode string
+	// DevCommand is the app's dev server command, run by the relay in the workspace with PORT
+	// set to a free port of this machine. Empty: no dev server, no preview.
+	DevCommand string
 	// StartTimeout bounds how long a relay may take to answer. Default 20 s.
 	StartTimeout time.Duration
 	// Logger receives the provider's logs; nil discards them.
@@ -88,6 +93,8 @@ type meta struct {
 	CreatedAt      time.Time         `json:"created_at"`
 	Env            map[string]string `json:"env,omitempty"`
 	PermissionMode string            `json:"permission_mode,omitempty"`
+	// DevPort is the port the sandbox's dev server serves on, kept across restarts while free.
+	DevPort int `json:"dev_port,omitempty"`
 }
 
 const (
@@ -157,7 +164,7 @@ func (p *Provider) load() error {
 			p.log.Warn("skipping unreadable sandbox", "dir", dir, "err", err)
 			continue
 		}
-		if n := killLeftovers(dir); n > 0 {
+		if n := killLeftovers(markerEnv(m.ID)); n > 0 {
 			p.log.Warn("killed processes left by an earlier run", "sandbox_id", m.ID, "processes", n)
 		}
 		p.boxes[m.ID] = &box{id: m.ID, dir: dir, meta: m, state: sandbox.StateStopped}
@@ -370,6 +377,9 @@ func (b *box) snapshot() *sandbox.Sandbox {
 		ep := *b.endpoint
 		s.Relay = &ep
 	}
+	if b.meta.DevPort != 0 {
+		s.PreviewURL = fmt.Sprintf("http://localhost:%d/", b.meta.DevPort)
+	}
 	return s
 }
 
@@ -384,11 +394,20 @@ func (p *Provider) startRelay(ctx context.Context, b *box) error {
 		mode = p.cfg.PermissionMode
 	}
 	token := randomHex(32)
-	cmd := exec.Command(p.cfg.RelayBinary,
+	args := []string{
 		"-addr", "127.0.0.1:0",
 		"-dir", filepath.Join(b.dir, workspace),
 		"-agent", p.cfg.Claude,
-		"-permission-mode", mode)
+		"-permission-mode", mode,
+	}
+	if p.cfg.DevCommand != "" {
+		port, err := p.devPort(b)
+		if err != nil {
+			return p.failStart(b, err)
+		}
+		args = append(args, "-dev-command", p.cfg.DevCommand, "-dev-port", strconv.Itoa(port))
+	}
+	cmd := exec.Command(p.cfg.RelayBinary, args...)
 	cmd.Dir = b.dir
 	cmd.Env = p.env(b, extra, token)
 	setProcAttrs(cmd)
@@ -422,7 +441,8 @@ func (p *Provider) startRelay(ctx context.Context, b *box) error {
 	}()
 	go func() {
 		err := cmd.Wait()
-		killGroup(cmd.Process.Pid) // whatever the relay's tools left running
+		killGroup(cmd.Process.Pid)     // whatever the relay's tools left running...
+		killLeftovers(markerEnv(b.id)) // ...and what left its group, like the dev server
 		logf.Close()
 		b.mu.Lock()
 		if b.cmd == cmd {
@@ -464,6 +484,44 @@ func (p *Provider) startRelay(ctx context.Context, b *box) error {
 	b.mu.Unlock()
 	p.log.Info("relay started", "sandbox_id", b.id, "addr", addr, "pid", cmd.Process.Pid)
 	return nil
+}
+
+// devPort returns the sandbox's dev server port: the one it had while that is free, else a new
+// free one, kept in its metadata.
+func (p *Provider) devPort(b *box) (int, error) {
+	b.mu.Lock()
+	port := b.meta.DevPort
+	b.mu.Unlock()
+	if port != 0 && portFree(port) {
+		return port, nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a port for the dev server: %w", err)
+	}
+	port = l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	b.mu.Lock()
+	b.meta.DevPort = port
+	m := b.meta
+	b.mu.Unlock()
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return 0, err
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, metaFile), data, 0o600); err != nil {
+		return 0, fmt.Errorf("record the dev server port: %w", err)
+	}
+	return port, nil
+}
+
+func portFree(port int) bool {
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }
 
 func (p *Provider) startError(ctx context.Context, b *box, why string) error {
@@ -554,7 +612,7 @@ func (p *Provider) env(b *box, extra map[string]string, token string) []string {
 			env = append(env, k+"="+v)
 		}
 	}
-	env = append(env, "HOME="+filepath.Join(b.dir, homeDir))
+	env = append(env, "HOME="+filepath.Join(b.dir, homeDir), markerEnv(b.id))
 	env = append(env, p.cfg.Env...)
 	keys := make([]string, 0, len(extra))
 	for k := range extra {
@@ -566,6 +624,10 @@ func (p *Provider) env(b *box, extra map[string]string, token string) []string {
 	}
 	return append(env, "NIGHTONA_RELAY_TOKEN="+token)
 }
+
+// markerEnv is the environment variable every process of a sandbox inherits, by which the
+// provider finds what a sandbox left running.
+func markerEnv(id string) string { return "NIGHTONA_SANDBOX_ID=" + id }
 
 func copyTree(src fs.FS, dst string) error {
 	return fs.WalkDir(src, ".", func(path string, d fs.DirEntry, err error) error {

@@ -264,3 +264,34 @@ func actAsBot(dir, relayBin string) int {
 	fmt.Printf("{\"Relay\":%d,\"Spawned\":%d}\n", relayPid, <-spawned)
 	select {}
 }
+
+// TestDevServerDoesNotOutliveItsRelay kills a relay whose dev server started a background
+// process outside the relay's process group: the provider still finds it and kills it.
+func TestDevServerDoesNotOutliveItsRelay(t *testing.T) {
+	p, err := local.New(local.Config{
+		Dir: t.TempDir(), RelayBinary: testenv.RelayBinary(t), Claude: os.Args[0],
+		Env:        []string{fakeagent.EnvVar + "=1"},
+		DevCommand: `sleep 300 & echo $! > devserver.pid; wait`,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	sb, err := p.Create(context.Background(), sandbox.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(sb.PreviewURL, "http://localhost:") {
+		t.Fatalf("preview URL %q", sb.PreviewURL)
+	}
+	var devPID int
+	testenv.WaitFor(t, 10*time.Second, "the dev server to start", func() bool {
+		b, err := os.ReadFile(filepath.Join(sb.Workspace, "devserver.pid"))
+		devPID, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && devPID > 0
+	})
+	if err := syscall.Kill(relayPID(t, sb), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the dev server's child to be killed", func() bool { return !alive(devPID) })
+}

@@ -1,11 +1,11 @@
 package local
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 )
 
@@ -24,33 +24,26 @@ func killGroup(pid int) {
 	}
 }
 
-// killLeftovers kills the processes an earlier run left in a sandbox folder: those in the
-// process group its pid file names whose working folder is inside the sandbox. Both must hold,
-// so a reused pid never costs an unrelated process. It returns how many it killed.
-func killLeftovers(dir string) int {
-	b, err := os.ReadFile(filepath.Join(dir, pidFile))
-	if err != nil {
-		return 0
-	}
-	pgid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pgid <= 1 {
-		return 0
-	}
+// killLeftovers kills every process that carries the sandbox's marker in its environment: the
+// relay, Claude Code, the tools it ran and the dev server with whatever that started, in
+// whatever process group they ended up. Processes inherit the marker from the relay, and a
+// process outside the sandbox never has it, so nothing else is touched. It returns how many
+// it killed.
+func killLeftovers(marker string) int {
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0
 	}
+	needle := []byte("\x00" + marker + "\x00")
+	self := os.Getpid()
 	killed := 0
 	for _, e := range procs {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+		if err != nil || pid == self {
 			continue
 		}
-		if g, err := syscall.Getpgid(pid); err != nil || g != pgid {
-			continue
-		}
-		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
-		if err != nil || (cwd != dir && !strings.HasPrefix(cwd, dir+string(filepath.Separator))) {
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil || !bytes.Contains(append(append([]byte{0}, env...), 0), needle) {
 			continue
 		}
 		if syscall.Kill(pid, syscall.SIGKILL) == nil {

@@ -19,5 +19,5 @@ func killGroup(pid int) {
 	}
 }
 
-// killLeftovers is Linux-only: elsewhere a killed bot's relays are found by nobody.
+// killLeftovers is Linux-only: elsewhere what a killed bot's relay left is found by nobody.
 func killLeftovers(string) int { return 0 }
