@@ -203,6 +203,9 @@ func (s *Store) Update(ctx context.Context, id string, u session.Update) error {
 	if u.ClaudeSessionID != nil {
 		args = append(args, "claude_session_id", *u.ClaudeSessionID)
 	}
+	if u.PreviewURL != nil {
+		args = append(args, "preview_url", *u.PreviewURL)
+	}
 	n, err := updateScript.Run(ctx, s.rdb, []string{s.sessionKey(id)}, args...).Int()
 	if err != nil {
 		return fmt.Errorf("update session %s: %w", id, err)
@@ -370,6 +373,7 @@ func encode(s *session.Session) map[string]any {
 		"provider":          s.Provider,
 		"sandbox_id":        s.SandboxID,
 		"claude_session_id": s.ClaudeSessionID,
+		"preview_url":       s.PreviewURL,
 		"relay_id":          s.RelayID,
 		"relay_seq":         s.RelaySeq,
 		"last_seq":          s.LastSeq,
@@ -394,6 +398,7 @@ func decode(m map[string]string) *session.Session {
 		Provider:        m["provider"],
 		SandboxID:       m["sandbox_id"],
 		ClaudeSessionID: m["claude_session_id"],
+		PreviewURL:      m["preview_url"],
 		RelayID:         m["relay_id"],
 		RelaySeq:        i("relay_seq"),
 		LastSeq:         i("last_seq"),

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,10 @@ type driver struct {
 	claudeID  string        // Claude Code's session id, as last seen
 	lastCost  float64       // the agent process's running total_cost_usd
 	turnStart time.Time
+	preview   string // the sandbox's preview URL
+	// previewShown: the user was told the preview is ready (and not told since that it
+	// crashed); crashShown: the last crash was reported, so a crash loop is not repeated.
+	previewShown, crashShown bool
 }
 
 func newDriver(m *Manager, sess *Session) *driver {
@@ -53,6 +58,35 @@ func (d *driver) enqueue(p Prompt) error {
 	default:
 		return fmt.Errorf("%w: too many prompts are waiting in this thread; wait for Claude to catch up", ErrUnavailable)
 	}
+}
+
+func (d *driver) decide(ctx context.Context, requestID, user string, allow bool, message string) error {
+	d.mu.Lock()
+	c := d.client
+	d.mu.Unlock()
+	if c == nil {
+		return fmt.Errorf("%w: the sandbox is not connected", ErrNoSuchRequest)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := c.Decide(ctx, relay.Decision{RequestID: requestID, Allow: allow, Message: message})
+	var re *relay.RemoteError
+	if errors.As(err, &re) && re.Code == relay.CodeUnknown {
+		return fmt.Errorf("%w: it was already answered, withdrawn or timed out", ErrNoSuchRequest)
+	}
+	if err != nil {
+		return fmt.Errorf("answer permission request %s: %w", requestID, err)
+	}
+	behavior := "deny"
+	if allow {
+		behavior = "allow"
+	}
+	if _, err := d.m.store.Append(context.Background(), d.id, KindDecision,
+		mustJSON(Decision{RequestID: requestID, Behavior: behavior, User: user, Message: message}), nil); err != nil {
+		d.log.Warn("could not log a decision", "err", err)
+	}
+	d.m.metrics.decisions.WithLabelValues(behavior).Inc()
+	return nil
 }
 
 func (d *driver) interrupt(ctx context.Context) error {
@@ -159,6 +193,7 @@ func (d *driver) connect(ctx context.Context) (*relayConn, error) {
 	}()
 	d.mu.Lock()
 	d.client = c
+	d.preview = sb.PreviewURL
 	d.mu.Unlock()
 	d.setState(StateIdle)
 	return conn, nil
@@ -388,6 +423,8 @@ func (d *driver) observeNotice(data []byte) {
 		return
 	}
 	switch n.Event {
+	case relay.EventPreview:
+		d.observePreview(n)
 	case relay.EventAgentStarted:
 		d.mu.Lock()
 		d.lastCost = 0
@@ -408,6 +445,50 @@ func (d *driver) observeNotice(data []byte) {
 		d.fail(CodeAgentExited, msg)
 		d.m.metrics.turns.WithLabelValues("failed").Add(float64(n.PendingTurns))
 	}
+}
+
+// observePreview tells the user when the app's preview is ready, and when its dev server
+// crashed (once per crash loop: the relay restarts it with backoff and reports every attempt).
+func (d *driver) observePreview(n relay.RelayNotice) {
+	d.mu.Lock()
+	url := d.preview
+	var stage, msg string
+	switch n.State {
+	case relay.PreviewReady:
+		if !d.previewShown {
+			d.previewShown, d.crashShown = true, false
+			stage, msg = StagePreviewReady, "Preview ready: "+url
+		}
+	case relay.PreviewCrashed:
+		if !d.crashShown {
+			d.previewShown, d.crashShown = false, true
+			code := -1
+			if n.Code != nil {
+				code = *n.Code
+			}
+			stage = StagePreviewCrashed
+			msg = fmt.Sprintf("The app's dev server stopped (exit status %d); it is being restarted. Its last output:\n%s", code, lastLines(n.Log, 15))
+		}
+	}
+	d.mu.Unlock()
+	if stage == "" {
+		return
+	}
+	if stage == StagePreviewReady {
+		_ = d.m.store.Update(context.Background(), d.id, Update{PreviewURL: &url})
+		d.statusURL(stage, msg, url)
+		return
+	}
+	_ = d.m.store.Update(context.Background(), d.id, Update{PreviewURL: ptr("")})
+	d.status(stage, msg)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // endTurn counts one turn as ended.
@@ -434,8 +515,10 @@ func (d *driver) relayLost(err error) {
 	pending := d.pending
 	d.pending = 0
 	d.client = nil
+	d.previewShown, d.crashShown = false, false
 	d.mu.Unlock()
 	d.log.Warn("relay connection lost", "err", err, "pending_turns", pending)
+	_ = d.m.store.Update(context.Background(), d.id, Update{PreviewURL: ptr("")})
 	d.setState(StateStopped)
 	if pending > 0 {
 		d.fail(CodeRelayLost, "Lost the connection to the sandbox in the middle of the turn, so the turn has ended. Send your prompt again to continue: a fresh relay will start and Claude will pick up the conversation.")
@@ -476,8 +559,10 @@ func (d *driver) setState(s State) {
 	}
 }
 
-func (d *driver) status(stage, msg string) {
-	if _, err := d.m.store.Append(context.Background(), d.id, KindStatus, mustJSON(Status{Stage: stage, Message: msg}), nil); err != nil {
+func (d *driver) status(stage, msg string) { d.statusURL(stage, msg, "") }
+
+func (d *driver) statusURL(stage, msg, url string) {
+	if _, err := d.m.store.Append(context.Background(), d.id, KindStatus, mustJSON(Status{Stage: stage, Message: msg, URL: url}), nil); err != nil {
 		d.log.Warn("could not log status", "stage", stage, "err", err)
 	}
 }

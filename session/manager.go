@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +38,9 @@ type Config struct {
 	Unavailable string
 	// Metrics records what the manager does; nil records nothing.
 	Metrics *Metrics
+	// Admins may answer any session's permission requests and manage any session, as
+	// "<platform>:<user id>".
+	Admins []string
 }
 
 // Manager runs sessions: it takes prompts, makes sure each session's sandbox and relay are up,
@@ -256,6 +260,30 @@ func (m *Manager) Interrupt(ctx context.Context, thread string) error {
 		return nil
 	}
 	return d.interrupt(ctx)
+}
+
+// IsAdmin reports whether user is one of the configured admins.
+func (m *Manager) IsAdmin(user string) bool {
+	return slices.Contains(m.cfg.Admins, user)
+}
+
+// Decide answers a permission request of the thread's session, as user: the session's owner
+// or an admin. The decision goes to Claude Code and into the log with who made it.
+func (m *Manager) Decide(ctx context.Context, thread, requestID, user string, allow bool, message string) error {
+	sess, err := m.store.ByThread(ctx, thread)
+	if err != nil {
+		return err
+	}
+	if user != sess.Owner && !m.IsAdmin(user) {
+		return fmt.Errorf("%w: only the person who started this session or an admin may answer its permission requests", ErrForbidden)
+	}
+	m.mu.Lock()
+	d := m.drivers[sess.ID]
+	m.mu.Unlock()
+	if d == nil {
+		return fmt.Errorf("%w: the session is not running here", ErrNoSuchRequest)
+	}
+	return d.decide(ctx, requestID, user, allow, message)
 }
 
 // Session returns the thread's session (ErrNotFound if it has none).

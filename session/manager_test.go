@@ -37,16 +37,25 @@ type env struct {
 // newEnv runs a manager on a real Redis and local sandboxes whose agent is the stand-in CLI.
 func newEnv(t *testing.T, cfg session.Config) *env {
 	t.Helper()
+	return newEnvWith(t, cfg, nil)
+}
+
+func newEnvWith(t *testing.T, cfg session.Config, tweak func(*local.Config)) *env {
+	t.Helper()
 	rdb, err := redisstore.Open(testenv.RedisURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
 	st := redisstore.New(rdb, redisstore.Config{Prefix: testenv.Prefix(t)})
-	prov, err := local.New(local.Config{
+	lc := local.Config{
 		Dir: t.TempDir(), RelayBinary: testenv.RelayBinary(t), Claude: os.Args[0],
 		Env: []string{fakeagent.EnvVar + "=1"},
-	})
+	}
+	if tweak != nil {
+		tweak(&lc)
+	}
+	prov, err := local.New(lc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,4 +378,109 @@ func relayPID(t *testing.T, sb *sandbox.Sandbox) int {
 		t.Fatal(err)
 	}
 	return pid
+}
+
+func TestDecideByOwnerAndAdminOnly(t *testing.T) {
+	e := newEnv(t, session.Config{Admins: []string{"slack:UADMIN"}})
+	ctx := context.Background()
+	sub, err := e.mgr.Submit(ctx, "web:perm", "slack:UOWNER", "ask:Bash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sub.Session.ID
+	evs := e.waitFor(t, id, "a permission request", func(evs []session.Event) bool {
+		return count(evs, session.KindAgent, "control_request") == 1
+	})
+	var req string
+	for _, ev := range evs {
+		if field(ev.Data, "type") == "control_request" {
+			req = field(ev.Data, "request_id")
+		}
+	}
+	if err := e.mgr.Decide(ctx, "web:perm", req, "slack:USTRANGER", true, ""); !errors.Is(err, session.ErrForbidden) {
+		t.Fatalf("a stranger's decision: %v, want ErrForbidden", err)
+	}
+	if err := e.mgr.Decide(ctx, "web:perm", req, "slack:UOWNER", false, "not now"); err != nil {
+		t.Fatalf("the owner's decision: %v", err)
+	}
+	evs = e.waitFor(t, id, "the turn to end", results(1))
+	var dec session.Decision
+	for _, ev := range evs {
+		if ev.Kind == session.KindDecision {
+			_ = json.Unmarshal(ev.Data, &dec)
+		}
+	}
+	if dec.RequestID != req || dec.Behavior != "deny" || dec.User != "slack:UOWNER" || dec.Message != "not now" {
+		t.Fatalf("decision event %+v", dec)
+	}
+	if got := lastResultText(evs); got != "deny" {
+		t.Fatalf("the agent got %q, want deny", got)
+	}
+	if err := e.mgr.Decide(ctx, "web:perm", req, "slack:UOWNER", true, ""); !errors.Is(err, session.ErrNoSuchRequest) {
+		t.Fatalf("answering twice: %v, want ErrNoSuchRequest", err)
+	}
+
+	// An admin may answer someone else's request.
+	if _, err := e.mgr.Submit(ctx, "web:perm", "slack:UOWNER", "ask:Write"); err != nil {
+		t.Fatal(err)
+	}
+	evs = e.waitFor(t, id, "a second request", func(evs []session.Event) bool {
+		return count(evs, session.KindAgent, "control_request") == 2
+	})
+	for _, ev := range evs {
+		if field(ev.Data, "type") == "control_request" {
+			req = field(ev.Data, "request_id")
+		}
+	}
+	if err := e.mgr.Decide(ctx, "web:perm", req, "slack:UADMIN", true, ""); err != nil {
+		t.Fatalf("an admin's decision: %v", err)
+	}
+	evs = e.waitFor(t, id, "the second turn", results(2))
+	if got := lastResultText(evs); got != "allow" {
+		t.Fatalf("the agent got %q, want allow", got)
+	}
+}
+
+func TestPreviewReadyIsAnnounced(t *testing.T) {
+	e := newEnvWith(t, session.Config{}, func(c *local.Config) {
+		c.DevCommand = `exec node -e "require('http').createServer((q,s)=>s.end('app')).listen(process.env.PORT)"`
+	})
+	sub, err := e.mgr.Submit(context.Background(), "web:pv", "web:a", "echo hi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := e.waitFor(t, sub.Session.ID, "the preview to be announced", func(evs []session.Event) bool {
+		return count(evs, session.KindStatus, "") >= 3 && containsStage(evs, session.StagePreviewReady)
+	})
+	var st session.Status
+	for _, ev := range evs {
+		if ev.Kind == session.KindStatus && field(ev.Data, "stage") == session.StagePreviewReady {
+			_ = json.Unmarshal(ev.Data, &st)
+		}
+	}
+	if !strings.HasPrefix(st.URL, "http://localhost:") || !strings.Contains(st.Message, st.URL) {
+		t.Fatalf("preview status %+v", st)
+	}
+	s, _ := e.store.Get(context.Background(), sub.Session.ID)
+	if s.PreviewURL != st.URL {
+		t.Fatalf("session preview URL %q, want %q", s.PreviewURL, st.URL)
+	}
+}
+
+func containsStage(evs []session.Event, stage string) bool {
+	for _, ev := range evs {
+		if ev.Kind == session.KindStatus && field(ev.Data, "stage") == stage {
+			return true
+		}
+	}
+	return false
+}
+
+func lastResultText(evs []session.Event) string {
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].Kind == session.KindAgent && field(evs[i].Data, "type") == "result" {
+			return field(evs[i].Data, "result")
+		}
+	}
+	return ""
 }

@@ -10,6 +10,7 @@ type Metrics struct {
 	activeSessions prometheus.Gauge
 	sandboxStart   *prometheus.HistogramVec
 	turnSeconds    prometheus.Histogram
+	decisions      *prometheus.CounterVec
 }
 
 // NewMetrics makes the metrics and registers them with reg (nil: not registered).
@@ -35,9 +36,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "nightona_turn_seconds", Help: "Time from sending a prompt to the end of its turn.",
 			Buckets: prometheus.ExponentialBuckets(0.25, 2, 12),
 		}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nightona_permission_decisions_total", Help: "Permission requests answered by people, by behavior.",
+		}, []string{"behavior"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.prompts, m.turns, m.events, m.activeSessions, m.sandboxStart, m.turnSeconds)
+		reg.MustRegister(m.prompts, m.turns, m.events, m.activeSessions, m.sandboxStart, m.turnSeconds, m.decisions)
 	}
 	return m
 }

@@ -48,6 +48,8 @@ type Session struct {
 	SandboxID string `json:"sandbox_id,omitempty"`
 	// ClaudeSessionID is Claude Code's own session id; the conversation continues under it.
 	ClaudeSessionID string `json:"claude_session_id,omitempty"`
+	// PreviewURL is where the app can be seen while its dev server answers ("" otherwise).
+	PreviewURL string `json:"preview_url,omitempty"`
 	// RelayID and RelaySeq are how far the session's log has read the relay's stream.
 	RelayID  string `json:"relay_id,omitempty"`
 	RelaySeq int64  `json:"relay_seq,omitempty"`
@@ -87,7 +89,17 @@ const (
 	KindNotice = "notice"
 	// KindError: something went wrong; it ends the running turn. Data: Failure.
 	KindError = "error"
+	// KindDecision: someone answered a permission request. Data: Decision.
+	KindDecision = "decision"
 )
+
+// Decision is the data of a decision event.
+type Decision struct {
+	RequestID string `json:"request_id"`
+	Behavior  string `json:"behavior"` // allow or deny
+	User      string `json:"user"`
+	Message   string `json:"message,omitempty"`
+}
 
 // Prompt is the data of a prompt event.
 type Prompt struct {
@@ -100,6 +112,7 @@ type Prompt struct {
 type Status struct {
 	Stage   string `json:"stage"`
 	Message string `json:"message"`
+	URL     string `json:"url,omitempty"`
 }
 
 // Status stages.
@@ -108,6 +121,8 @@ const (
 	StageSandboxWaking   = "sandbox_waking"
 	StageSandboxReady    = "sandbox_ready"
 	StageSandboxStopped  = "sandbox_stopped"
+	StagePreviewReady    = "preview_ready"
+	StagePreviewCrashed  = "preview_crashed"
 )
 
 // Failure is the data of an error event: a code for programs and a message for people that
@@ -166,6 +181,7 @@ type Update struct {
 	Provider        *string
 	SandboxID       *string
 	ClaudeSessionID *string
+	PreviewURL      *string
 }
 
 // Errors.
@@ -177,6 +193,10 @@ var (
 	ErrEmptyPrompt = errors.New("prompt is empty")
 	// ErrUnavailable: sessions cannot run now (Claude Code missing, shutting down...).
 	ErrUnavailable = errors.New("sessions unavailable")
+	// ErrForbidden: the user may not do this (only the session's owner or an admin may).
+	ErrForbidden = errors.New("not allowed")
+	// ErrNoSuchRequest: the permission request was already answered, withdrawn or timed out.
+	ErrNoSuchRequest = errors.New("no such permission request")
 )
 
 // ptr returns a pointer to v, for Update fields.

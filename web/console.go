@@ -38,6 +38,7 @@ var static embed.FS
 type Sessions interface {
 	Submit(ctx context.Context, thread, user, text string) (*session.Submitted, error)
 	Interrupt(ctx context.Context, thread string) error
+	Decide(ctx context.Context, thread, requestID, user string, allow bool, message string) error
 	Session(ctx context.Context, thread string) (*session.Session, error)
 	Get(ctx context.Context, id string) (*session.Session, error)
 	Events(ctx context.Context, id string, after int64, max int, block time.Duration) ([]session.Event, error)
@@ -126,6 +127,7 @@ func (c *Console) Mount(r chi.Router) {
 		r.Get("/api/threads/{thread}", handle(c.log, c.thread))
 		r.Post("/api/threads/{thread}/prompts", handle(c.log, c.prompt))
 		r.Post("/api/threads/{thread}/interrupt", handle(c.log, c.interrupt))
+		r.Post("/api/threads/{thread}/permissions/{request}", handle(c.log, c.decide))
 		r.Get("/api/threads/{thread}/events", c.follow)
 	})
 }
@@ -215,6 +217,10 @@ func handle(log *slog.Logger, h func(http.ResponseWriter, *http.Request) error) 
 			ae = &apiError{http.StatusBadRequest, "empty_prompt", "The prompt is empty."}
 		case errors.Is(err, session.ErrUnavailable):
 			ae = &apiError{http.StatusServiceUnavailable, "unavailable", strings.TrimPrefix(err.Error(), session.ErrUnavailable.Error()+": ")}
+		case errors.Is(err, session.ErrForbidden):
+			ae = &apiError{http.StatusForbidden, "forbidden", strings.TrimPrefix(err.Error(), session.ErrForbidden.Error()+": ")}
+		case errors.Is(err, session.ErrNoSuchRequest):
+			ae = &apiError{http.StatusConflict, "no_such_request", "This permission request was already answered, withdrawn or timed out."}
 		case errors.Is(err, session.ErrNotFound):
 			ae = &apiError{http.StatusNotFound, "not_found", "This thread has no session."}
 		default:
@@ -322,6 +328,28 @@ func (c *Console) interrupt(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := c.s.Interrupt(r.Context(), t); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{})
+	return nil
+}
+
+func (c *Console) decide(w http.ResponseWriter, r *http.Request) error {
+	t, err := threadParam(r)
+	if err != nil {
+		return err
+	}
+	var body struct {
+		Behavior string `json:"behavior"`
+		Message  string `json:"message"`
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	if body.Behavior != "allow" && body.Behavior != "deny" {
+		return &apiError{http.StatusBadRequest, "bad_request", `behavior must be "allow" or "deny".`}
+	}
+	if err := c.s.Decide(r.Context(), t, chi.URLParam(r, "request"), c.cfg.User, body.Behavior == "allow", body.Message); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{})
@@ -460,5 +488,6 @@ func summary(s *session.Session) any {
 		SandboxID string
 		Usage     session.Usage
 		Claude    string
-	}{s.State, s.SandboxID, s.Usage, s.ClaudeSessionID}
+		Preview   string
+	}{s.State, s.SandboxID, s.Usage, s.ClaudeSessionID, s.PreviewURL}
 }

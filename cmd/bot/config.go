@@ -18,6 +18,8 @@ type config struct {
 	DataDir        string
 	Secret         []byte
 	SecretRandom   bool
+	Admins         []string
+	DevCommand     string
 	RedisURL       string
 	RedisPrefix    string
 	Sandbox        string
@@ -51,6 +53,10 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		PermissionMode: or(getenv("NIGHTONA_PERMISSION_MODE"), "acceptEdits"),
 		LogFormat:      or(getenv("NIGHTONA_LOG_FORMAT"), "text"),
 		DaytonaKey:     getenv("DAYTONA_API_KEY"),
+		DevCommand:     or(getenv("NIGHTONA_DEV_COMMAND"), "npm run dev"), // the starter template's
+	}
+	if c.DevCommand == "off" {
+		c.DevCommand = ""
 	}
 	var errs []error
 	if s := getenv("NIGHTONA_SECRET"); s != "" {
@@ -64,6 +70,14 @@ func loadConfig(getenv func(string) string) (*config, error) {
 			errs = append(errs, fmt.Errorf("make a secret: %w", err))
 		}
 		c.SecretRandom = true
+	}
+	for _, a := range strings.Split(getenv("NIGHTONA_ADMINS"), ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			if !strings.Contains(a, ":") {
+				errs = append(errs, fmt.Errorf("NIGHTONA_ADMINS: %q should be platform:user, like slack:U123 or discord:456", a))
+			}
+			c.Admins = append(c.Admins, a)
+		}
 	}
 	c.Sandbox = getenv("NIGHTONA_SANDBOX")
 	if c.Sandbox == "" {

@@ -118,7 +118,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	sandboxDir := filepath.Join(cfg.DataDir, "sandboxes")
 	provider, err := local.New(local.Config{
 		Dir: sandboxDir, RelayBinary: relayBin, Claude: claude, Template: cfg.Template,
-		PermissionMode: cfg.PermissionMode, Logger: log.With("component", "sandbox"),
+		PermissionMode: cfg.PermissionMode, DevCommand: cfg.DevCommand, Logger: log.With("component", "sandbox"),
 	})
 	if err != nil {
 		return err
@@ -136,6 +136,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		StopSandboxesOnShutdown: true, // local sandboxes are children of this process
 		Unavailable:             claudeProblem,
 		Metrics:                 session.NewMetrics(reg),
+		Admins:                  cfg.Admins,
 	})
 	if err != nil {
 		return err

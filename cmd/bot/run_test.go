@@ -565,3 +565,40 @@ func TestStopFromConsole(t *testing.T) {
 		t.Fatalf("turn after Stop: %s", r.Data)
 	}
 }
+
+// TestApproveFromConsole approves a Bash call Claude asks permission for, with the real CLI.
+func TestApproveFromConsole(t *testing.T) {
+	b := startBot(t, baseEnv(t))
+	thread := b.newThread()
+	f := b.follow(thread, 0)
+	b.prompt(thread, "scenario:bash run it")
+	asked := f.until("a permission request", 60*time.Second, func(fr frame) bool {
+		return fr.Kind == "agent" && fr.field("type") == "control_request"
+	})
+	req := asked[len(asked)-1].field("request_id")
+	if status, out := b.post("/api/threads/"+thread+"/permissions/"+req, map[string]string{"behavior": "maybe"}); status != http.StatusBadRequest {
+		t.Fatalf("a decision that is neither allow nor deny: %d %v", status, out)
+	}
+	if status, out := b.post("/api/threads/"+thread+"/permissions/"+req, map[string]string{"behavior": "allow"}); status != http.StatusAccepted {
+		t.Fatalf("approve: %d %v", status, out)
+	}
+	turn := f.until("the result", 60*time.Second, isResult)
+	var decided bool
+	for _, fr := range turn {
+		if fr.Kind == "decision" && fr.field("behavior") == "allow" && fr.field("user") == "web:local" && fr.field("request_id") == req {
+			decided = true
+		}
+	}
+	if !decided {
+		t.Fatal("the decision is not in the log with who made it")
+	}
+	if r := turn[len(turn)-1].field("result"); !strings.Contains(r, "hello-from-bash") {
+		t.Fatalf("result %q", r)
+	}
+	if got, err := os.ReadFile(filepath.Join(b.workspace(thread), "bash.txt")); err != nil || string(got) != "hello-from-bash\n" {
+		t.Fatalf("bash.txt: %q %v", got, err)
+	}
+	if status, out := b.post("/api/threads/"+thread+"/permissions/"+req, map[string]string{"behavior": "deny"}); status != http.StatusConflict || out["code"] != "no_such_request" {
+		t.Fatalf("answering twice: %d %v", status, out)
+	}
+}

@@ -12,6 +12,8 @@
 //	                  (each stream_event carries the time it was written, in unix
 //	                  nanoseconds, in "sent_ns")
 //	slow:N:MS         N assistant messages MS apart; an interrupt ends the turn early
+//	ask:TOOL          asks permission to use TOOL (can_use_tool) and reports the answer;
+//	                  an interrupt withdraws the request (control_cancel_request)
 //	spawn             starts `sleep 300` in the background, as a tool would start a dev
 //	                  server, and reports its pid in "spawned_pid"
 package fakeagent
@@ -45,7 +47,8 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			session = args[i+1]
 		}
 	}
-	a := &agent{out: bufio.NewWriterSize(stdout, 64<<10), session: session, interrupt: make(chan struct{}, 1)}
+	a := &agent{out: bufio.NewWriterSize(stdout, 64<<10), session: session, interrupt: make(chan struct{}, 1),
+		answers: make(chan json.RawMessage, 16)}
 	lines := make(chan []byte)
 	bad := make(chan string, 1)
 	go func() {
@@ -63,6 +66,7 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				Request struct {
 					Subtype string `json:"subtype"`
 				} `json:"request"`
+				Response json.RawMessage `json:"response"`
 			}
 			_ = json.Unmarshal(sc.Bytes(), &head)
 			if head.Type == "control_request" && head.Request.Subtype == "interrupt" {
@@ -70,6 +74,10 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				case a.interrupt <- struct{}{}:
 				default:
 				}
+			}
+			if head.Type == "control_response" {
+				a.answers <- head.Response // the answer to a permission request of ours
+				continue
 			}
 			lines <- append([]byte(nil), sc.Bytes()...)
 		}
@@ -97,6 +105,7 @@ type agent struct {
 	session   string
 	msg       int
 	interrupt chan struct{}
+	answers   chan json.RawMessage
 }
 
 func (a *agent) emit(v map[string]any) {
@@ -229,6 +238,35 @@ func (a *agent) handle(line []byte, stderr io.Writer) int {
 			a.text("word"+strconv.Itoa(i), nil)
 		}
 		a.result("success", "slow done", false)
+	case "ask":
+		// ask:<tool> asks for permission to use the tool, as the CLI's can_use_tool does,
+		// and reports what the answer was.
+		tool := "Bash"
+		if len(parts) > 1 {
+			tool = parts[1]
+		}
+		a.msg++
+		id := fmt.Sprintf("perm-%d", a.msg)
+		a.emit(map[string]any{"type": "control_request", "request_id": id, "request": map[string]any{
+			"subtype": "can_use_tool", "tool_name": tool, "input": map[string]any{"command": "echo hi"},
+			"tool_use_id": "toolu_" + id,
+		}})
+		select {
+		case ans := <-a.answers:
+			var r struct {
+				RequestID string `json:"request_id"`
+				Response  struct {
+					Behavior string `json:"behavior"`
+					Message  string `json:"message"`
+				} `json:"response"`
+			}
+			_ = json.Unmarshal(ans, &r)
+			a.text(fmt.Sprintf("%s %s: %s", r.RequestID, r.Response.Behavior, r.Response.Message), nil)
+			a.result("success", r.Response.Behavior, false)
+		case <-a.interrupt:
+			a.emit(map[string]any{"type": "control_cancel_request", "request_id": id})
+			a.result("error_during_execution", "", true)
+		}
 	case "spawn":
 		cmd := exec.Command("sleep", "300")
 		if err := cmd.Start(); err != nil {

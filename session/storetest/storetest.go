@@ -85,12 +85,12 @@ func testUpdate(t *testing.T, st session.Store) {
 		t.Fatal(err)
 	}
 	running := session.StateRunning
-	sb, prov, claude := "local-1", "local", "claude-abc"
-	if err := st.Update(ctx, "u1", session.Update{State: &running, SandboxID: &sb, Provider: &prov, ClaudeSessionID: &claude}); err != nil {
+	sb, prov, claude, preview := "local-1", "local", "claude-abc", "http://localhost:3000/"
+	if err := st.Update(ctx, "u1", session.Update{State: &running, SandboxID: &sb, Provider: &prov, ClaudeSessionID: &claude, PreviewURL: &preview}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := st.Get(ctx, "u1")
-	if err != nil || s.State != running || s.SandboxID != sb || s.Provider != prov || s.ClaudeSessionID != claude || s.Owner != "web:alice" {
+	if err != nil || s.State != running || s.SandboxID != sb || s.Provider != prov || s.ClaudeSessionID != claude || s.PreviewURL != preview || s.Owner != "web:alice" {
 		t.Fatalf("after update: %+v %v", s, err)
 	}
 	idle := session.StateIdle

@@ -359,6 +359,7 @@
       spinners: [],           // status lines whose spinner waits for the next event
       dirty: new Set(),       // text blocks to re-render on the next frame
       denied: new Set(),      // tool_use ids the CLI reported as permission_denied
+      perms: new Map(),       // permission request id → card
       queuedIds: new Set(),   // prompt ids the server said were queued
       promptTurns: new Map(), // prompt id → turn
       cwd: '',
@@ -804,6 +805,7 @@
       case 'agent': return onAgent(data);
       case 'notice': return onNotice(data);
       case 'error': return onError(data);
+      case 'decision': return onDecision(data);
       default: return undefined;
     }
   }
@@ -944,9 +946,95 @@
     const line = addLine(turn.body, String(d.message || d.stage || 'Status update'), {
       spin,
       icon: STAGE_ICONS[d.stage] || 'info',
-      tone: d.stage === 'output_gap' ? 'warn' : '',
+      tone: d.stage === 'output_gap' || d.stage === 'preview_crashed' ? 'warn' : '',
     });
+    if (d.stage === 'preview_crashed') line.classList.add('pre-line');
+    const url = safeURL(d.url);
+    if (url) {
+      line.append(h('a', { class: 'btn btn-small', href: url, target: '_blank', rel: 'noopener', text: 'Open preview' }));
+    }
     if (spin) app.view.spinners.push(line);
+  }
+
+  // safeURL returns an http(s) URL to link to, or '' for anything else.
+  function safeURL(u) {
+    if (typeof u !== 'string') return '';
+    try {
+      const parsed = new URL(u);
+      return parsed.protocol === 'http:' || parsed.protocol === 'https:' ? parsed.href : '';
+    } catch {
+      return '';
+    }
+  }
+
+  // --- permission requests -----------------------------------------------------------------
+
+  // A can_use_tool request of the CLI: Claude waits until someone approves or denies it here
+  // (or it times out), so the card says what the tool would do and offers both.
+  function onPermissionRequest(d, turn) {
+    const v = app.view;
+    const req = d.request || {};
+    const id = String(d.request_id || '');
+    if (!id || v.perms.has(id)) return;
+    const name = String(req.tool_name || req.display_name || 'a tool');
+    const summary = toolSummary(name, req.input || {});
+    const status = h('span', { class: 'perm-status', text: 'Waiting for approval' });
+    const approve = h('button', { class: 'btn btn-primary btn-small', type: 'button', text: 'Approve' });
+    const deny = h('button', { class: 'btn btn-small', type: 'button', text: 'Deny' });
+    const err = h('div', { class: 'perm-error', role: 'alert', hidden: true });
+    const actions = h('div', { class: 'perm-actions' }, approve, deny);
+    const card = {
+      id, actions, status, err, resolved: false,
+      el: h('div', { class: 'perm-card', role: 'group', 'aria-label': 'Permission request for ' + name },
+        h('div', { class: 'perm-head' }, icon('alert'),
+          h('span', { class: 'perm-title', text: `Claude wants to use ${name}` }), status),
+        summary ? h('pre', { class: 'perm-input wrap', text: summary }) : null,
+        actions, err),
+    };
+    const decide = async (behavior) => {
+      approve.disabled = deny.disabled = true;
+      err.hidden = true;
+      try {
+        await api('POST', threadPath(app.current) + '/permissions/' + encodeURIComponent(id), { behavior });
+      } catch (e) {
+        approve.disabled = deny.disabled = card.resolved;
+        err.textContent = e.message;
+        err.hidden = false;
+      }
+    };
+    approve.addEventListener('click', () => decide('allow'));
+    deny.addEventListener('click', () => decide('deny'));
+    v.perms.set(id, card);
+    containerFor(d, turn).append(card.el);
+  }
+
+  const RESOLUTIONS = {
+    answered: { allow: 'Approved', deny: 'Denied' },
+    timeout: 'Timed out: nobody answered, so the tool did not run',
+    cancelled: 'Withdrawn: the turn was stopped',
+    agent_exited: 'Ended: Claude Code stopped',
+  };
+
+  function onPermissionResolved(d) {
+    const card = app.view.perms.get(String(d.request_id || ''));
+    if (!card || card.resolved) return;
+    card.resolved = true;
+    const r = RESOLUTIONS[d.reason];
+    const text = typeof r === 'object' ? (r[d.behavior] || 'Answered') : (r || 'Resolved');
+    card.status.textContent = card.by ? `${text} by ${card.by}` : text;
+    card.el.classList.add(d.behavior === 'allow' ? 'allowed' : 'denied');
+    card.actions.remove();
+    card.err.hidden = true;
+  }
+
+  // The bot's record of who answered; it may come before or after the relay's resolution.
+  function onDecision(d) {
+    const card = app.view.perms.get(String(d.request_id || ''));
+    if (!card) return;
+    card.by = String(d.user || '');
+    if (card.resolved) {
+      card.status.textContent = `${d.behavior === 'allow' ? 'Approved' : 'Denied'} by ${card.by}`;
+    }
   }
 
   function onNotice(d) {
@@ -964,6 +1052,11 @@
       case 'agent_output':
         addLine(body, String(d.line || ''), { icon: 'terminal', mono: true });
         return;
+      case 'permission_resolved': return onPermissionResolved(d);
+      case 'permission_mode':
+        addLine(body, 'Permission mode is now ' + String(d.mode || ''), { icon: 'info' });
+        return;
+      case 'preview': return; // the bot's own status lines say when the preview is ready or crashed
       case 'line_too_long':
         addLine(body, `Dropped a ${fmtBytes(Number(d.bytes) || 0)} output line from Claude Code (over the size limit)`,
           { icon: 'alert', tone: 'warn' });
@@ -1010,7 +1103,10 @@
       case 'user': return onUser(d, turn);
       case 'result': return onResult(d, turn);
       case 'system': return onSystem(d, turn);
-      default: return undefined; // control_request & co: not shown (yet)
+      case 'control_request':
+        if (d.request && d.request.subtype === 'can_use_tool') return onPermissionRequest(d, turn);
+        return undefined;
+      default: return undefined; // control responses and cancels: the relay's notices say it all
     }
   }
 
