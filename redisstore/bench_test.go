@@ -33,7 +33,7 @@ func BenchmarkAppend(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if _, err := st.Append(ctx, "bench", session.KindAgent, data, &session.Cursor{RelayID: "r", Seq: int64(i + 1)}); err != nil {
+				if _, err := st.Append(ctx, "bench", session.KindAgent, data, &session.Cursor{RelayID: "r", Seq: int64(i + 1)}, 0); err != nil {
 					b.Fatal(err)
 				}
 			}

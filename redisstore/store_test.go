@@ -31,7 +31,9 @@ func open(t *testing.T, url string) *redis.Client {
 func TestStoreOnRedisServer(t *testing.T) {
 	rdb := open(t, testenv.RedisURL(t))
 	storetest.Run(t, func(t *testing.T) session.Store {
-		return redisstore.New(rdb, redisstore.Config{Prefix: testenv.Prefix(t)})
+		st := redisstore.New(rdb, redisstore.Config{Prefix: testenv.Prefix(t)})
+		t.Cleanup(st.Shutdown)
+		return st
 	})
 }
 
@@ -43,7 +45,9 @@ func TestStoreOnEmbeddedRedis(t *testing.T) {
 	t.Cleanup(emb.Close)
 	rdb := open(t, emb.URL())
 	storetest.Run(t, func(t *testing.T) session.Store {
-		return redisstore.New(rdb, redisstore.Config{Prefix: testenv.Prefix(t)})
+		st := redisstore.New(rdb, redisstore.Config{Prefix: testenv.Prefix(t)})
+		t.Cleanup(st.Shutdown)
+		return st
 	})
 }
 
@@ -55,7 +59,7 @@ func TestEventLogIsCapped(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 1000; i++ {
-		if _, err := st.Append(ctx, "cap", session.KindStatus, []byte(`{}`), nil); err != nil {
+		if _, err := st.Append(ctx, "cap", session.KindStatus, []byte(`{}`), nil, 0); err != nil {
 			t.Fatal(err)
 		}
 	}

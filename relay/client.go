@@ -111,7 +111,13 @@ type Client struct {
 	mu      sync.Mutex
 	conn    *clientConn // nil between connections
 	connCh  chan struct{}
-	waiters map[string]chan error
+	waiters map[string]chan answer
+}
+
+// answer is what a request got back: an ack (err nil), or an error frame.
+type answer struct {
+	err       error
+	duplicate bool
 }
 
 type clientConn struct {
@@ -134,7 +140,7 @@ func (c *clientConn) writeJSON(v any) error {
 // NewClient makes a client for the relay at ep. It does not connect until Run.
 func NewClient(ep Endpoint, cfg ClientConfig) *Client {
 	cfg = cfg.withDefaults()
-	return &Client{ep: ep, cfg: cfg, log: cfg.Logger, connCh: make(chan struct{}), waiters: map[string]chan error{}}
+	return &Client{ep: ep, cfg: cfg, log: cfg.Logger, connCh: make(chan struct{}), waiters: map[string]chan answer{}}
 }
 
 // Run connects and reads the relay's stream until ctx ends (returning nil) or the relay cannot
@@ -321,10 +327,10 @@ func (c *Client) serve(ctx context.Context, ws *websocket.Conn, cur Cursor, h Ha
 			}
 			cur.Seq = f.Seq
 		case TypeAck:
-			c.settle(f.ID, nil)
+			c.settle(f.ID, answer{duplicate: f.Duplicate})
 		case TypeError:
 			err := &RemoteError{Code: f.Code, Message: f.Message}
-			if !c.settle(f.ID, err) {
+			if !c.settle(f.ID, answer{err: err}) {
 				c.log.Warn("relay reported an error", "code", f.Code, "message", f.Message)
 			}
 		default:
@@ -344,7 +350,7 @@ func readFrame(ws *websocket.Conn, f *serverFrame) error {
 	return nil
 }
 
-func (c *Client) settle(id string, err error) bool {
+func (c *Client) settle(id string, a answer) bool {
 	if id == "" {
 		return false
 	}
@@ -353,7 +359,7 @@ func (c *Client) settle(id string, err error) bool {
 	delete(c.waiters, id)
 	c.mu.Unlock()
 	if ok {
-		ch <- err
+		ch <- a
 	}
 	return ok
 }
@@ -362,15 +368,23 @@ func (c *Client) settle(id string, err error) bool {
 // it is sent again once Run has reconnected; the relay takes each id once. resume names the
 // Claude session to continue if the relay has to start Claude Code.
 func (c *Client) Prompt(ctx context.Context, id, text, resume string) error {
+	_, err := c.PromptOnce(ctx, id, text, resume)
+	return err
+}
+
+// PromptOnce is Prompt that also says whether the relay had taken this prompt id before (and
+// so did not run it again).
+func (c *Client) PromptOnce(ctx context.Context, id, text, resume string) (duplicate bool, err error) {
 	if id == "" {
 		id = NewID("p")
 	}
-	return c.request(ctx, clientFrame{Type: TypePrompt, ID: id, Text: text, Resume: resume})
+	a := c.request(ctx, clientFrame{Type: TypePrompt, ID: id, Text: text, Resume: resume})
+	return a.duplicate, a.err
 }
 
 // Interrupt stops the running turn; it returns once Claude Code has confirmed.
 func (c *Client) Interrupt(ctx context.Context) error {
-	return c.request(ctx, clientFrame{Type: TypeInterrupt, ID: NewID("i")})
+	return c.request(ctx, clientFrame{Type: TypeInterrupt, ID: NewID("i")}).err
 }
 
 // Decide answers a permission request.
@@ -380,40 +394,40 @@ func (c *Client) Decide(ctx context.Context, d Decision) error {
 		behavior = "allow"
 	}
 	return c.request(ctx, clientFrame{Type: TypePermission, ID: NewID("d"), RequestID: d.RequestID,
-		Behavior: behavior, UpdatedInput: d.UpdatedInput, Message: d.Message})
+		Behavior: behavior, UpdatedInput: d.UpdatedInput, Message: d.Message}).err
 }
 
 // SetPermissionMode changes Claude Code's permission mode.
 func (c *Client) SetPermissionMode(ctx context.Context, mode string) error {
-	return c.request(ctx, clientFrame{Type: TypeSetMode, ID: NewID("m"), Mode: mode})
+	return c.request(ctx, clientFrame{Type: TypeSetMode, ID: NewID("m"), Mode: mode}).err
 }
 
-func (c *Client) request(ctx context.Context, f clientFrame) error {
+func (c *Client) request(ctx context.Context, f clientFrame) answer {
 	for {
 		c.mu.Lock()
 		conn, next := c.conn, c.connCh
-		var ch chan error
+		var ch chan answer
 		if conn != nil {
-			ch = make(chan error, 1)
+			ch = make(chan answer, 1)
 			c.waiters[f.ID] = ch
 		}
 		c.mu.Unlock()
 		if conn == nil {
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
+				return answer{err: ctx.Err()}
 			case <-next:
 				continue
 			}
 		}
 		if err := conn.writeJSON(f); err == nil {
 			select {
-			case err := <-ch:
-				return err
+			case a := <-ch:
+				return a
 			case <-conn.done:
 			case <-ctx.Done():
-				c.settle(f.ID, nil)
-				return ctx.Err()
+				c.settle(f.ID, answer{})
+				return answer{err: ctx.Err()}
 			}
 		}
 		c.mu.Lock()
@@ -421,7 +435,7 @@ func (c *Client) request(ctx context.Context, f clientFrame) error {
 		c.mu.Unlock()
 		select { // wait for the next connection before sending again
 		case <-ctx.Done():
-			return ctx.Err()
+			return answer{err: ctx.Err()}
 		case <-conn.done:
 		}
 	}

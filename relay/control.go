@@ -31,16 +31,16 @@ const controlTimeout = 10 * time.Second
 
 // Prompt sends text to Claude Code as a user message, starting the agent first when it is not
 // running (resuming the given Claude session, or the one this relay last saw). A prompt whose
-// non-empty id was already taken is not sent again.
-func (s *Server) Prompt(id, text, resume string) error {
+// non-empty id was already taken is not sent again: it returns duplicate.
+func (s *Server) Prompt(id, text, resume string) (duplicate bool, err error) {
 	s.amu.Lock()
 	if s.stopping {
 		s.amu.Unlock()
-		return errors.New("the relay is shutting down")
+		return false, errors.New("the relay is shutting down")
 	}
 	if id != "" && s.seen.has(id) {
 		s.amu.Unlock()
-		return nil
+		return true, nil
 	}
 	if s.agent == nil {
 		if resume == "" {
@@ -48,7 +48,7 @@ func (s *Server) Prompt(id, text, resume string) error {
 		}
 		if err := s.startAgentLocked(resume, false); err != nil {
 			s.amu.Unlock()
-			return err
+			return false, err
 		}
 	}
 	p := s.agent
@@ -71,9 +71,9 @@ func (s *Server) Prompt(id, text, resume string) error {
 		}
 		s.amu.Unlock()
 		s.publishNotice(RelayNotice{Event: EventAgentError, Message: err.Error()})
-		return fmt.Errorf("send prompt: %w", err)
+		return false, fmt.Errorf("send prompt: %w", err)
 	}
-	return nil
+	return false, nil
 }
 
 // Interrupt stops the running turn and waits for the CLI to confirm. Without a running turn it

@@ -198,7 +198,8 @@ type serverFrame struct {
 	Data json.RawMessage `json:"data"`
 
 	// ack, error
-	ID      string `json:"id"`
+	ID        string `json:"id"`
+	Duplicate bool   `json:"duplicate"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
@@ -206,6 +207,8 @@ type serverFrame struct {
 type ackFrame struct {
 	Type string `json:"type"`
 	ID   string `json:"id"`
+	// Duplicate is set on the ack of a prompt whose id the relay had already taken.
+	Duplicate bool `json:"duplicate,omitempty"`
 }
 
 type errorFrame struct {

@@ -236,9 +236,9 @@ func TestPromptStreamsNumberedEvents(t *testing.T) {
 		t.Fatalf("agent received %+v, want the prompt text intact %q", got, want)
 	}
 
-	// The same prompt id again is acknowledged but not run twice.
-	if err := c.client.Prompt(ctx, "p1", tricky, ""); err != nil {
-		t.Fatal(err)
+	// The same prompt id again is acknowledged, as a duplicate, and not run twice.
+	if dup, err := c.client.PromptOnce(ctx, "p1", tricky, ""); err != nil || !dup {
+		t.Fatalf("resent prompt: duplicate %v, err %v", dup, err)
 	}
 	if err := c.client.Prompt(ctx, "p2", "echo second", ""); err != nil {
 		t.Fatal(err)
@@ -265,7 +265,7 @@ func TestResumeAfterDrop(t *testing.T) {
 	cur := relay.Cursor{RelayID: h.srv.ID(), Seq: seen[len(seen)-1].Seq}
 
 	// While nobody listens, a second turn runs.
-	if err := h.srv.Prompt("", "lines:30", ""); err != nil {
+	if _, err := h.srv.Prompt("", "lines:30", ""); err != nil {
 		t.Fatal(err)
 	}
 	second := collect(t, h.endpoint(), cur, relay.ClientConfig{})
@@ -282,7 +282,7 @@ func TestResumeAfterDrop(t *testing.T) {
 
 func TestResumeTooOldIsReported(t *testing.T) {
 	h := startRelay(t, relay.Config{Agent: fakeAgent(), BufferEvents: 20})
-	if err := h.srv.Prompt("", "lines:100", ""); err != nil {
+	if _, err := h.srv.Prompt("", "lines:100", ""); err != nil {
 		t.Fatal(err)
 	}
 	c := collect(t, h.endpoint(), relay.Cursor{}, relay.ClientConfig{})
@@ -441,7 +441,7 @@ func TestSlowClientDroppedAndResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	if err := h.srv.Prompt("", "lines:5000", ""); err != nil {
+	if _, err := h.srv.Prompt("", "lines:5000", ""); err != nil {
 		t.Fatal(err)
 	}
 	c := collect(t, h.endpoint(), relay.Cursor{}, relay.ClientConfig{})

@@ -319,7 +319,11 @@ func (s *Server) handleFrame(c *wsConn, f clientFrame) {
 			err = frameError{CodeBadFrame, "prompt text is empty"}
 			break
 		}
-		err = s.Prompt(f.ID, f.Text, f.Resume)
+		var dup bool
+		if dup, err = s.Prompt(f.ID, f.Text, f.Resume); err == nil && dup {
+			c.reply(ackFrame{Type: TypeAck, ID: f.ID, Duplicate: true})
+			return
+		}
 	case TypeInterrupt:
 		wait, err = s.startInterrupt()
 	case TypePermission:

@@ -2,46 +2,66 @@ package session
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nightona/nightona/relay"
 	"github.com/nightona/nightona/sandbox"
 )
 
-// driver drives one session from this process: it brings the sandbox and the relay up, sends
-// prompts in order, and logs every relay event exactly once. Its loop runs on one goroutine;
-// the relay client's reader runs on another and shares only what mu guards.
+// driver drives one session from this replica while it holds the session's lease: it brings
+// the sandbox and the relay up, takes prompts from the inbox one turn at a time, and logs every
+// relay event exactly once. Its loop runs on one goroutine (run); the relay client's reader
+// runs on another and shares only what mu and bmu guard. Every write it makes to the store
+// carries its fencing token, so once another replica has taken the session over it can change
+// nothing.
 type driver struct {
-	m     *Manager
-	id    string
-	log   *slog.Logger
-	inbox chan Prompt
+	m   *Manager
+	id  string
+	log *slog.Logger
 
-	mu        sync.Mutex
-	pending   int           // turns sent and not yet ended
-	client    *relay.Client // nil while not connected
-	relayID   string        // the relay the client reads; set on connect
-	claudeID  string        // Claude Code's session id, as last seen
-	lastCost  float64       // the agent process's running total_cost_usd
-	turnStart time.Time
-	preview   string // the sandbox's preview URL
-	// previewShown: the user was told the preview is ready (and not told since that it
-	// crashed); crashShown: the last crash was reported, so a crash loop is not repeated.
-	previewShown, crashShown bool
+	wakeCh  chan struct{}   // the inbox may have news
+	turnCh  chan struct{}   // a turn ended
+	quitCh  chan struct{}   // quit was called
+	lostCh  chan struct{}   // the lease was lost
+	stopCh  chan stopRequest // stop the sandbox, from another goroutine
+	quitOne sync.Once
+	lostOne sync.Once
+
+	fence     int64  // set once, before anything else runs
+	inboxDone string // owned by the loop
+
+	mu           sync.Mutex
+	pending      int           // turns sent and not yet ended
+	client       *relay.Client // nil while not connected
+	relayID      string        // the relay the client reads; set on connect
+	claudeID     string        // Claude Code's session id, as last seen
+	lastCost     float64       // the agent process's running total_cost_usd
+	turnStart    time.Time
+	turnUser     string
+	preview      string
+	previewShown bool // the user was told the preview is ready, and not since that it crashed
+	crashShown   bool // the last crash was reported: a crash loop is not repeated
+	hadTurn      bool // the session's state was running when this driver took it over
+
+	events eventBuffer
+	busy   atomic.Bool // the loop is delivering a prompt
 }
 
-func newDriver(m *Manager, sess *Session) *driver {
+type stopRequest struct {
+	cause string
+	done  chan error
+}
+
+func newDriver(m *Manager, id string) *driver {
 	return &driver{
-		m: m, id: sess.ID,
-		log:      m.log.With("session_id", sess.ID, "thread", sess.Thread),
-		inbox:    make(chan Prompt, 64),
-		claudeID: sess.ClaudeSessionID,
+		m: m, id: id, log: m.log.With("session_id", id),
+		wakeCh: make(chan struct{}, 1), turnCh: make(chan struct{}, 1),
+		quitCh: make(chan struct{}), lostCh: make(chan struct{}), stopCh: make(chan stopRequest),
 	}
 }
 
@@ -51,12 +71,333 @@ func (d *driver) pendingTurns() int {
 	return d.pending
 }
 
-func (d *driver) enqueue(p Prompt) error {
+func (d *driver) wake() {
 	select {
-	case d.inbox <- p:
-		return nil
+	case d.wakeCh <- struct{}{}:
 	default:
-		return fmt.Errorf("%w: too many prompts are waiting in this thread; wait for Claude to catch up", ErrUnavailable)
+	}
+}
+
+// quit makes the driver stop at once, writing nothing more (the session is being ended).
+func (d *driver) quit() { d.quitOne.Do(func() { close(d.quitCh) }) }
+
+// leaseLost is called when a write was refused for a stale fence, or a renewal failed.
+func (d *driver) leaseLost() {
+	d.lostOne.Do(func() {
+		d.log.Warn("another replica took this session over; stopping here")
+		d.m.metrics.leaseLost.Inc()
+		close(d.lostCh)
+	})
+}
+
+func (d *driver) isLost() bool {
+	select {
+	case <-d.lostCh:
+		return true
+	default:
+		return false
+	}
+}
+
+// run is the driver's loop. It returns when the manager stops, the session is ended, the lease
+// is lost, the sandbox stops, or the session has nothing left to do.
+func (d *driver) run(ctx context.Context) {
+	if !d.acquire(ctx) {
+		return
+	}
+	var conn *relayConn
+	defer func() {
+		if conn != nil {
+			conn.stop()
+			<-conn.dead
+		}
+		if !d.isLost() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = d.m.store.ReleaseLease(ctx, d.id, d.m.cfg.ReplicaID, d.fence)
+			cancel()
+		}
+	}()
+	sess, err := d.m.store.Get(ctx, d.id)
+	if err != nil {
+		d.log.Warn("could not load the session", "err", err)
+		return
+	}
+	d.log = d.log.With("thread", sess.Thread)
+	d.inboxDone = sess.InboxDone
+	d.mu.Lock()
+	d.claudeID = sess.ClaudeSessionID
+	d.hadTurn = sess.State == StateRunning
+	d.mu.Unlock()
+	if sess.SandboxID != "" && sess.State.Active() {
+		// Carry on a session another replica (or an earlier run of this one) was driving: the
+		// relay replays what the log has not taken yet.
+		if conn, err = d.connect(ctx); err != nil {
+			d.log.Warn("could not reconnect to the session's sandbox", "err", err)
+			d.transition(StateStopped, "could not reconnect: "+userError(err))
+			d.status(StageSandboxStopped, "Lost the sandbox while the bot restarted ("+userError(err)+"). Send a prompt to start it again.")
+			conn = nil
+		}
+	}
+
+	watch, unwatch := d.m.store.WatchInbox(ctx, d.id)
+	defer unwatch()
+	renew := time.NewTicker(d.m.cfg.LeaseTTL / 3)
+	defer renew.Stop()
+	poll := time.NewTicker(2 * time.Second)
+	defer poll.Stop()
+	idle := newIdleTimer(d.m.cfg.IdleTimeout)
+	defer idle.stop()
+
+	conn = d.process(ctx, conn, idle)
+	for {
+		if conn == nil && d.pendingTurns() == 0 && d.done(ctx) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			d.shutdown(conn)
+			return
+		case <-d.quitCh:
+			return
+		case <-d.lostCh:
+			return
+		case <-renew.C:
+			ok, err := d.m.store.RenewLease(ctx, d.id, d.m.cfg.ReplicaID, d.fence, d.m.cfg.LeaseTTL)
+			if err == nil && !ok {
+				d.leaseLost()
+				return
+			}
+		case <-conn.deadCh():
+			conn = d.connDied(ctx, conn)
+		case req := <-d.stopCh:
+			req.done <- d.stop(conn, req.cause)
+			conn = nil
+			return
+		case <-idle.C():
+			if d.pendingTurns() == 0 && !d.waiting(ctx) {
+				d.log.Info("stopping an idle sandbox", "after", d.m.cfg.IdleTimeout)
+				_ = d.stop(conn, "idle for "+humanDuration(d.m.cfg.IdleTimeout))
+				return
+			}
+			idle.reset()
+		case <-watch:
+			conn = d.process(ctx, conn, idle)
+		case <-d.wakeCh:
+			conn = d.process(ctx, conn, idle)
+		case <-d.turnCh:
+			idle.reset()
+			conn = d.process(ctx, conn, idle)
+		case <-poll.C:
+			conn = d.process(ctx, conn, idle)
+		}
+	}
+}
+
+// acquire takes the session's lease, waiting for the store if it is away. False when another
+// replica holds it, the session is gone, or the manager stops.
+func (d *driver) acquire(ctx context.Context) bool {
+	for backoff := 200 * time.Millisecond; ; backoff = min(backoff*2, 5*time.Second) {
+		fence, err := d.m.store.AcquireLease(ctx, d.id, d.m.cfg.ReplicaID, d.m.cfg.LeaseTTL)
+		if err == nil {
+			d.fence = fence
+			return fence > 0
+		}
+		if !errors.Is(err, ErrStoreDown) {
+			d.log.Warn("could not take the session's lease", "err", err)
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-d.quitCh:
+			return false
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// done reports whether the driver has nothing left to do (no sandbox, no turn, no prompt
+// waiting), and if so marks the session inactive. A prompt that arrives while it does so keeps
+// the session active, so it is never stranded.
+func (d *driver) done(ctx context.Context) bool {
+	if d.waiting(ctx) {
+		return false
+	}
+	if err := d.m.store.SetActive(ctx, d.id, false); err != nil {
+		return false
+	}
+	if d.waiting(ctx) {
+		_ = d.m.store.SetActive(ctx, d.id, true)
+		return false
+	}
+	return true
+}
+
+// waiting reports whether a prompt waits in the inbox.
+func (d *driver) waiting(ctx context.Context) bool {
+	entries, err := d.m.store.Inbox(ctx, d.id, d.inboxDone)
+	if err != nil {
+		return true // cannot tell: keep going
+	}
+	for _, e := range entries {
+		if !e.Cancelled {
+			return true
+		}
+	}
+	return false
+}
+
+// process delivers the next waiting prompt when no turn is running, skipping cancelled ones.
+func (d *driver) process(ctx context.Context, conn *relayConn, idle *idleTimer) *relayConn {
+	if d.pendingTurns() > 0 || d.isLost() {
+		return conn
+	}
+	entries, err := d.m.store.Inbox(ctx, d.id, d.inboxDone)
+	if err != nil {
+		return conn
+	}
+	for _, e := range entries {
+		if e.Cancelled {
+			d.markTaken(e.ID)
+			continue
+		}
+		idle.reset()
+		return d.deliver(ctx, conn, e, entries)
+	}
+	return conn
+}
+
+// markTaken records that the inbox entry is dealt with.
+func (d *driver) markTaken(entry string) {
+	if err := d.m.store.Update(context.Background(), d.id, Update{InboxDone: &entry}, d.fence); err != nil {
+		if errors.Is(err, ErrLeaseLost) {
+			d.leaseLost()
+		}
+		d.log.Warn("could not record the inbox position", "err", err)
+	}
+	d.inboxDone = entry
+}
+
+// deliver sends one prompt, connecting first when needed. If the relay turns out to be gone,
+// it reconnects (which restarts the relay) and tries once more. It returns the connection to
+// use from now on.
+func (d *driver) deliver(ctx context.Context, conn *relayConn, e InboxEntry, waiting []InboxEntry) *relayConn {
+	d.busy.Store(true)
+	defer d.busy.Store(false)
+	for attempt := 0; ; attempt++ {
+		if conn == nil {
+			var err error
+			if conn, err = d.connect(ctx); err != nil {
+				d.failWaiting(waiting, err)
+				return nil
+			}
+		}
+		if err := d.send(ctx, conn, e.Prompt); !errors.Is(err, errRelayGone) {
+			d.markTaken(e.ID)
+			return conn
+		}
+		conn.stop()
+		d.relayLost(conn.err)
+		conn = nil
+		if attempt == 1 {
+			d.markTaken(e.ID)
+			d.fail(CodeRelayLost, "The sandbox's relay went away twice before it could take the prompt. Send it again; if this keeps happening, check the bot's logs.")
+			return nil
+		}
+	}
+}
+
+// failWaiting reports that the sandbox could not be brought up, for every prompt waiting, and
+// takes them all: they are not retried until someone sends again.
+func (d *driver) failWaiting(waiting []InboxEntry, err error) {
+	d.log.Error("sandbox unavailable", "err", err)
+	n := 0
+	for _, e := range waiting {
+		if !e.Cancelled {
+			n++
+		}
+	}
+	d.markTaken(waiting[len(waiting)-1].ID)
+	msg := "Could not start a sandbox for this thread: " + userError(err) + ". Send your prompt again to retry."
+	if n > 1 {
+		msg = fmt.Sprintf("Could not start a sandbox for this thread: %s. %d prompts were not run; send them again to retry.", userError(err), n)
+	}
+	d.fail(CodeSandboxFailed, msg)
+	d.m.metrics.turns.WithLabelValues("failed").Add(float64(n))
+}
+
+// send hands one prompt to the relay. It returns errRelayGone, with the turn not counted, when
+// the connection died before the relay took the prompt. A prompt the relay had already taken
+// (from a replica that died before it recorded so) is not counted again either.
+func (d *driver) send(ctx context.Context, conn *relayConn, p Prompt) error {
+	d.mu.Lock()
+	resume := d.claudeID
+	d.pending++
+	if d.pending == 1 {
+		d.turnStart = time.Now()
+	}
+	d.turnUser = p.User
+	d.mu.Unlock()
+	d.transition(StateRunning, "prompt "+p.ID)
+	sctx, cancel := context.WithTimeout(ctx, d.m.cfg.RelayReconnect+15*time.Second)
+	defer cancel()
+	type result struct {
+		dup bool
+		err error
+	}
+	resc := make(chan result, 1)
+	go func() {
+		dup, err := conn.client.PromptOnce(sctx, p.ID, p.Text, resume)
+		resc <- result{dup, err}
+	}()
+	var r result
+	select {
+	case r = <-resc:
+	case <-conn.dead:
+		cancel()
+		if r = <-resc; r.err != nil {
+			d.undoTurn()
+			return errRelayGone
+		}
+	}
+	if r.err != nil {
+		d.endTurn()
+		d.fail(CodeAgentFailed, fmt.Sprintf("Claude Code did not take the prompt: %s. Send it again; if this keeps happening, check the bot's logs.", userError(r.err)))
+		d.m.metrics.turns.WithLabelValues("failed").Inc()
+		return nil
+	}
+	if r.dup {
+		d.endTurn() // its turn is the one the relay already runs, counted when we connected
+	}
+	return nil
+}
+
+func (d *driver) undoTurn() {
+	d.mu.Lock()
+	if d.pending > 0 {
+		d.pending--
+	}
+	d.mu.Unlock()
+}
+
+// endTurn counts one turn as ended.
+func (d *driver) endTurn() {
+	d.mu.Lock()
+	if d.pending > 0 {
+		d.pending--
+	}
+	idle := d.pending == 0
+	start := d.turnStart
+	d.mu.Unlock()
+	if idle {
+		d.transition(StateIdle, "turn ended")
+		if !start.IsZero() {
+			d.m.metrics.turnSeconds.Observe(time.Since(start).Seconds())
+		}
+		select {
+		case d.turnCh <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -82,7 +423,7 @@ func (d *driver) decide(ctx context.Context, requestID, user string, allow bool,
 		behavior = "allow"
 	}
 	if _, err := d.m.store.Append(context.Background(), d.id, KindDecision,
-		mustJSON(Decision{RequestID: requestID, Behavior: behavior, User: user, Message: message}), nil); err != nil {
+		mustJSON(Decision{RequestID: requestID, Behavior: behavior, User: user, Message: message}), nil, 0); err != nil {
 		d.log.Warn("could not log a decision", "err", err)
 	}
 	d.m.metrics.decisions.WithLabelValues(behavior).Inc()
@@ -104,504 +445,152 @@ func (d *driver) interrupt(ctx context.Context) error {
 	return nil
 }
 
-// relayConn is a running relay client. dead is closed when its Run has returned, with err set.
-type relayConn struct {
-	client *relay.Client
-	stop   context.CancelFunc
-	dead   chan struct{}
-	err    error
-}
-
-func (c *relayConn) deadCh() <-chan struct{} {
+func (d *driver) setMode(ctx context.Context, mode string) error {
+	d.mu.Lock()
+	c := d.client
+	d.mu.Unlock()
 	if c == nil {
-		return nil
+		return nil // the next start uses the session's mode
 	}
-	return c.dead
-}
-
-// errRelayGone: the relay went away before it took a prompt; the prompt can be sent again.
-var errRelayGone = errors.New("relay gone before it took the prompt")
-
-// run is the driver's loop. It returns when ctx ends. conn is owned by this goroutine.
-func (d *driver) run(ctx context.Context) {
-	var conn *relayConn
-	defer func() {
-		if conn != nil {
-			conn.stop()
-			<-conn.dead
-		}
-		d.shutdown()
-	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-conn.deadCh():
-			conn.stop()
-			d.relayLost(conn.err)
-			conn = nil
-		case p := <-d.inbox:
-			conn = d.deliver(ctx, conn, p)
-		}
-	}
-}
-
-// deliver sends p, connecting first when needed. If the relay turns out to be gone, it
-// reconnects (which restarts the relay) and tries once more. It returns the connection to use
-// from now on.
-func (d *driver) deliver(ctx context.Context, conn *relayConn, p Prompt) *relayConn {
-	for attempt := 0; ; attempt++ {
-		if conn == nil {
-			var err error
-			if conn, err = d.connect(ctx); err != nil {
-				d.failPrompts(p, err)
-				return nil
-			}
-		}
-		err := d.send(ctx, conn, p)
-		if !errors.Is(err, errRelayGone) {
-			return conn
-		}
-		conn.stop()
-		d.relayLost(conn.err)
-		conn = nil
-		if attempt == 1 {
-			d.fail(CodeRelayLost, "The sandbox's relay went away twice before it could take the prompt. Send it again; if this keeps happening, check the bot's logs.")
-			return nil
-		}
-	}
-}
-
-// connect makes sure the sandbox runs and starts a relay client on it.
-func (d *driver) connect(ctx context.Context) (*relayConn, error) {
-	sess, err := d.m.store.Get(ctx, d.id)
-	if err != nil {
-		return nil, fmt.Errorf("load session: %w", err)
-	}
-	sb, err := d.ensureSandbox(ctx, sess)
-	if err != nil {
-		return nil, err
-	}
-	c := relay.NewClient(relay.Endpoint{URL: sb.Relay.URL, Token: sb.Relay.Token, Header: sb.Relay.Header},
-		relay.ClientConfig{Logger: d.log, ReconnectTimeout: d.m.cfg.RelayReconnect})
-	cctx, cancel := context.WithCancel(ctx)
-	conn := &relayConn{client: c, stop: cancel, dead: make(chan struct{})}
-	from := relay.Cursor{RelayID: sess.RelayID, Seq: sess.RelaySeq}
-	go func() {
-		conn.err = c.Run(cctx, from, relay.Handlers{OnConnect: d.onConnect, OnEvent: d.onEvent})
-		close(conn.dead)
-	}()
-	d.mu.Lock()
-	d.client = c
-	d.preview = sb.PreviewURL
-	d.mu.Unlock()
-	d.setState(StateIdle)
-	return conn, nil
-}
-
-// ensureSandbox returns the session's sandbox with its relay answering, creating or waking it
-// and telling the user while that happens.
-func (d *driver) ensureSandbox(ctx context.Context, sess *Session) (*sandbox.Sandbox, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.m.cfg.StartTimeout)
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	p := d.m.provider
-	if sess.SandboxID != "" {
-		sb, err := p.Get(ctx, sess.SandboxID)
-		switch {
-		case err == nil && sb.State == sandbox.StateStarted && sb.Relay != nil:
-			return sb, nil
-		case err == nil:
-			d.status(StageSandboxWaking, "Waking the sandbox…")
-			d.setState(StateStarting)
-			start := time.Now()
-			sb, err = p.Start(ctx, sess.SandboxID)
-			if err != nil {
-				d.setState(StateFailed)
-				return nil, fmt.Errorf("wake sandbox %s: %w", sess.SandboxID, err)
-			}
-			d.m.metrics.sandboxStart.WithLabelValues(p.Name(), "wake").Observe(time.Since(start).Seconds())
-			d.status(StageSandboxReady, fmt.Sprintf("Sandbox ready (%s, woken in %s).", sb.ID, roundDur(time.Since(start))))
-			return sb, nil
-		case !errors.Is(err, sandbox.ErrNotFound):
-			return nil, fmt.Errorf("look up sandbox %s: %w", sess.SandboxID, err)
-		}
-		d.log.Warn("the session's sandbox is gone; creating a new one", "sandbox_id", sess.SandboxID)
-		d.mu.Lock()
-		d.claudeID = "" // its conversation lived in the old sandbox
-		d.mu.Unlock()
-		_ = d.m.store.Update(ctx, d.id, Update{ClaudeSessionID: ptr("")})
+	if err := c.SetPermissionMode(ctx, mode); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	d.status(StageSandboxStarting, "Starting a sandbox for this thread…")
-	d.setState(StateStarting)
-	start := time.Now()
-	sb, err := p.Create(ctx, sandbox.Spec{
-		Labels:         map[string]string{LabelSession: d.id, LabelThread: sess.Thread},
-		Env:            d.m.cfg.SandboxEnv,
-		PermissionMode: d.m.cfg.PermissionMode,
-	})
-	if err != nil {
-		d.setState(StateFailed)
-		return nil, fmt.Errorf("create sandbox: %w", err)
-	}
-	d.m.metrics.sandboxStart.WithLabelValues(p.Name(), "create").Observe(time.Since(start).Seconds())
-	if err := d.m.store.Update(ctx, d.id, Update{SandboxID: &sb.ID, Provider: ptr(p.Name())}); err != nil {
-		return nil, err
-	}
-	d.status(StageSandboxReady, fmt.Sprintf("Sandbox ready (%s, started in %s).", sb.ID, roundDur(time.Since(start))))
-	return sb, nil
+	return nil
 }
 
-// send hands one prompt to the relay. It returns errRelayGone, with the turn not counted, when
-// the connection died before the relay took the prompt.
-func (d *driver) send(ctx context.Context, conn *relayConn, p Prompt) error {
-	d.mu.Lock()
-	resume := d.claudeID
-	d.pending++
-	if d.pending == 1 {
-		d.turnStart = time.Now()
-	}
-	d.mu.Unlock()
-	d.setState(StateRunning)
-	sctx, cancel := context.WithTimeout(ctx, d.m.cfg.RelayReconnect+15*time.Second)
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- conn.client.Prompt(sctx, p.ID, p.Text, resume) }()
-	var err error
+// stopSandbox asks the loop to stop the sandbox and waits for it.
+func (d *driver) stopSandbox(ctx context.Context, cause string) error {
+	req := stopRequest{cause: cause, done: make(chan error, 1)}
 	select {
-	case err = <-errc:
-	case <-conn.dead:
-		cancel()
-		if err = <-errc; err != nil {
-			d.mu.Lock()
-			if d.pending > 0 {
-				d.pending--
-			}
-			d.mu.Unlock()
-			return errRelayGone
-		}
+	case d.stopCh <- req:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	if err != nil {
-		d.endTurn()
-		d.fail(CodeAgentFailed, fmt.Sprintf("Claude Code did not take the prompt: %s. Send it again; if this keeps happening, check the bot's logs.", userError(err)))
-		d.m.metrics.turns.WithLabelValues("failed").Inc()
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return nil
 }
 
-// failPrompts reports that the sandbox could not be brought up, for p and every prompt
-// waiting behind it.
-func (d *driver) failPrompts(p Prompt, err error) {
-	d.log.Error("sandbox unavailable", "err", err)
-	n := 1
-	for more := true; more; {
+// stop interrupts a running turn, stops the sandbox and records it. Called on the loop.
+func (d *driver) stop(conn *relayConn, cause string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if conn != nil && d.pendingTurns() > 0 {
 		select {
-		case <-d.inbox:
-			n++
+		case <-conn.dead: // nobody to ask; stopping the relay interrupts the turn anyway
 		default:
-			more = false
+			ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
+			_ = conn.client.Interrupt(ictx)
+			icancel()
 		}
 	}
-	msg := "Could not start a sandbox for this thread: " + userError(err) + ". Send your prompt again to retry."
-	if n > 1 {
-		msg = fmt.Sprintf("Could not start a sandbox for this thread: %s. %d prompts were not run; send them again to retry.", userError(err), n)
-	}
-	d.fail(CodeSandboxFailed, msg)
-	d.m.metrics.turns.WithLabelValues("failed").Add(float64(n))
-}
-
-// onConnect runs on the client's goroutine after each hello.
-func (d *driver) onConnect(info relay.Connected) {
-	d.mu.Lock()
-	d.relayID = info.Hello.RelayID
-	pending := d.pending
-	d.mu.Unlock()
-	if info.Missed && pending > 0 {
-		d.status("output_gap", "Part of Claude's output was lost while the sandbox connection was down.")
-	}
-}
-
-// onEvent runs on the client's goroutine for each relay event, in order.
-func (d *driver) onEvent(ev relay.Event) error {
-	d.mu.Lock()
-	cur := Cursor{RelayID: d.relayID, Seq: ev.Seq}
-	d.mu.Unlock()
-	kind := KindAgent
-	if ev.Kind == relay.KindRelay {
-		kind = KindNotice
-	}
-	// A store that fails here stops the client; the connection is resumed from the last
-	// logged event, so nothing is lost or logged twice.
-	seq, err := d.m.store.Append(context.Background(), d.id, kind, ev.Data, &cur)
-	if err != nil {
-		return fmt.Errorf("log relay event %d: %w", ev.Seq, err)
-	}
-	if seq == 0 {
-		return nil // already logged
-	}
-	d.m.metrics.events.WithLabelValues(kind).Inc()
-	if kind == KindAgent {
-		d.observeAgent(ev.Data)
-	} else {
-		d.observeNotice(ev.Data)
-	}
-	return nil
-}
-
-// agentLine is what the driver reads of Claude Code's messages.
-type agentLine struct {
-	Type         string  `json:"type"`
-	Subtype      string  `json:"subtype"`
-	SessionID    string  `json:"session_id"`
-	IsError      bool    `json:"is_error"`
-	NumTurns     int64   `json:"num_turns"`
-	DurationMS   int64   `json:"duration_ms"`
-	TotalCostUSD float64 `json:"total_cost_usd"`
-	Usage        struct {
-		InputTokens              int64 `json:"input_tokens"`
-		OutputTokens             int64 `json:"output_tokens"`
-		CacheReadInputTokens     int64 `json:"cache_read_input_tokens"`
-		CacheCreationInputTokens int64 `json:"cache_creation_input_tokens"`
-	} `json:"usage"`
-	SinceLast map[string]struct {
-		CostUSD float64 `json:"costUSD"`
-	} `json:"model_usage_since_last_result"`
-}
-
-func (d *driver) observeAgent(data []byte) {
-	var l agentLine
-	if err := json.Unmarshal(data, &l); err != nil {
-		return
-	}
-	if l.Type == "system" && l.Subtype == "init" && l.SessionID != "" {
-		d.mu.Lock()
-		changed := d.claudeID != l.SessionID
-		d.claudeID = l.SessionID
-		d.mu.Unlock()
-		if changed {
-			if err := d.m.store.Update(context.Background(), d.id, Update{ClaudeSessionID: &l.SessionID}); err != nil {
-				d.log.Warn("could not record Claude's session id", "err", err)
-			}
-		}
-	}
-	if l.Type != "result" {
-		return
+	if conn != nil {
+		conn.stop()
+		<-conn.dead
 	}
 	d.mu.Lock()
-	cost := l.TotalCostUSD - d.lastCost // the CLI reports its process's running total...
-	if l.SinceLast != nil {             // ...and, in newer versions, this result's own
-		cost = 0
-		for _, m := range l.SinceLast {
-			cost += m.CostUSD
-		}
-	}
-	if cost < 0 {
-		cost = l.TotalCostUSD
-	}
-	d.lastCost = l.TotalCostUSD
-	d.mu.Unlock()
-	u := Usage{
-		Turns:        1,
-		InputTokens:  l.Usage.InputTokens + l.Usage.CacheReadInputTokens + l.Usage.CacheCreationInputTokens,
-		OutputTokens: l.Usage.OutputTokens,
-		CostUSD:      cost,
-		DurationMS:   l.DurationMS,
-	}
-	if err := d.m.store.AddUsage(context.Background(), d.id, u); err != nil {
-		d.log.Warn("could not record usage", "err", err)
-	}
-	outcome := "success"
-	if l.IsError {
-		outcome = "error"
-	}
-	d.m.metrics.turns.WithLabelValues(outcome).Inc()
-	d.endTurn()
-}
-
-func (d *driver) observeNotice(data []byte) {
-	var n relay.RelayNotice
-	if err := json.Unmarshal(data, &n); err != nil {
-		return
-	}
-	switch n.Event {
-	case relay.EventPreview:
-		d.observePreview(n)
-	case relay.EventAgentStarted:
-		d.mu.Lock()
-		d.lastCost = 0
-		d.mu.Unlock()
-	case relay.EventAgentExited:
-		if n.PendingTurns == 0 {
-			return
-		}
-		code := -1
-		if n.Code != nil {
-			code = *n.Code
-		}
-		d.mu.Lock()
-		d.pending = 0
-		d.mu.Unlock()
-		d.setState(StateIdle)
-		msg := fmt.Sprintf("Claude Code stopped in the middle of the turn (exit status %d). The turn has ended; send your prompt again to continue the conversation.", code)
-		d.fail(CodeAgentExited, msg)
-		d.m.metrics.turns.WithLabelValues("failed").Add(float64(n.PendingTurns))
-	}
-}
-
-// observePreview tells the user when the app's preview is ready, and when its dev server
-// crashed (once per crash loop: the relay restarts it with backoff and reports every attempt).
-func (d *driver) observePreview(n relay.RelayNotice) {
-	d.mu.Lock()
-	url := d.preview
-	var stage, msg string
-	switch n.State {
-	case relay.PreviewReady:
-		if !d.previewShown {
-			d.previewShown, d.crashShown = true, false
-			stage, msg = StagePreviewReady, "Preview ready: "+url
-		}
-	case relay.PreviewCrashed:
-		if !d.crashShown {
-			d.previewShown, d.crashShown = false, true
-			code := -1
-			if n.Code != nil {
-				code = *n.Code
-			}
-			stage = StagePreviewCrashed
-			msg = fmt.Sprintf("The app's dev server stopped (exit status %d); it is being restarted. Its last output:\n%s", code, lastLines(n.Log, 15))
-		}
-	}
-	d.mu.Unlock()
-	if stage == "" {
-		return
-	}
-	if stage == StagePreviewReady {
-		_ = d.m.store.Update(context.Background(), d.id, Update{PreviewURL: &url})
-		d.statusURL(stage, msg, url)
-		return
-	}
-	_ = d.m.store.Update(context.Background(), d.id, Update{PreviewURL: ptr("")})
-	d.status(stage, msg)
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// endTurn counts one turn as ended.
-func (d *driver) endTurn() {
-	d.mu.Lock()
-	if d.pending > 0 {
-		d.pending--
-	}
-	idle := d.pending == 0
-	start := d.turnStart
-	if !idle {
-		d.turnStart = time.Now()
-	}
-	d.mu.Unlock()
-	if idle {
-		d.setState(StateIdle)
-		d.m.metrics.turnSeconds.Observe(time.Since(start).Seconds())
-	}
-}
-
-// relayLost handles a relay client that gave up.
-func (d *driver) relayLost(err error) {
-	d.mu.Lock()
-	pending := d.pending
-	d.pending = 0
-	d.client = nil
+	d.client, d.pending = nil, 0
 	d.previewShown, d.crashShown = false, false
 	d.mu.Unlock()
-	d.log.Warn("relay connection lost", "err", err, "pending_turns", pending)
-	_ = d.m.store.Update(context.Background(), d.id, Update{PreviewURL: ptr("")})
-	d.setState(StateStopped)
-	if pending > 0 {
-		d.fail(CodeRelayLost, "Lost the connection to the sandbox in the middle of the turn, so the turn has ended. Send your prompt again to continue: a fresh relay will start and Claude will pick up the conversation.")
-		d.m.metrics.turns.WithLabelValues("failed").Add(float64(pending))
+	sess, err := d.m.store.Get(ctx, d.id)
+	if err != nil {
+		return err
 	}
+	if sess.SandboxID != "" {
+		if err := d.m.provider.Stop(ctx, sess.SandboxID); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
+			return fmt.Errorf("stop sandbox %s: %w", sess.SandboxID, err)
+		}
+	}
+	_ = d.m.store.Update(ctx, d.id, Update{PreviewURL: ptr("")}, d.fence)
+	d.transition(StateStopped, cause)
+	d.status(StageSandboxStopped, "The sandbox was stopped ("+cause+"). Your next prompt wakes it, with the conversation as it was.")
+	return d.m.store.SetActive(ctx, d.id, false)
 }
 
-// shutdown runs when the manager stops: turns still running are ended with a note, and the
-// sandbox is stopped when the provider's sandboxes cannot outlive the bot.
-func (d *driver) shutdown() {
-	d.mu.Lock()
-	pending := d.pending
-	d.pending = 0
-	d.client = nil
-	d.mu.Unlock()
-	if pending > 0 {
-		d.fail(CodeShutdown, "The bot restarted in the middle of this turn, so the turn has ended. Send your prompt again to continue.")
+// shutdown runs when the manager stops: turns still running after the drain are ended with a
+// note, and the sandbox is stopped when it cannot outlive the bot; otherwise the session stays
+// active for the next replica.
+func (d *driver) shutdown(conn *relayConn) {
+	if d.isLost() {
+		return
 	}
 	if !d.m.cfg.StopSandboxesOnShutdown {
-		return
+		return // the lease is released on the way out; another replica carries on
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	sess, err := d.m.store.Get(ctx, d.id)
-	if err != nil || sess.SandboxID == "" {
-		return
+	if d.pendingTurns() > 0 {
+		d.fail(CodeShutdown, "The bot restarted in the middle of this turn, so the turn has ended. Send your prompt again to continue.")
 	}
-	if err := d.m.provider.Stop(ctx, sess.SandboxID); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
-		d.log.Warn("could not stop the sandbox", "sandbox_id", sess.SandboxID, "err", err)
-		return
+	if err := d.stop(conn, "the bot shut down"); err != nil {
+		d.log.Warn("could not stop the sandbox on shutdown", "err", err)
 	}
-	d.setState(StateStopped)
 }
 
-func (d *driver) setState(s State) {
-	if err := d.m.store.Update(context.Background(), d.id, Update{State: &s}); err != nil {
-		d.log.Warn("could not record state", "state", s, "err", err)
+func (d *driver) transition(to State, cause string) {
+	_, err := d.m.store.Transition(context.Background(), d.id, to, AllowedFrom(to), cause, d.fence)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrLeaseLost):
+		d.leaseLost()
+	case errors.Is(err, ErrIllegalTransition):
+		d.log.Error("refused state change", "to", to, "cause", cause, "err", err)
+	default:
+		d.log.Warn("could not record state", "to", to, "err", err)
 	}
 }
 
 func (d *driver) status(stage, msg string) { d.statusURL(stage, msg, "") }
 
 func (d *driver) statusURL(stage, msg, url string) {
-	if _, err := d.m.store.Append(context.Background(), d.id, KindStatus, mustJSON(Status{Stage: stage, Message: msg, URL: url}), nil); err != nil {
+	if _, err := d.m.store.Append(context.Background(), d.id, KindStatus, mustJSON(Status{Stage: stage, Message: msg, URL: url}), nil, d.fence); err != nil {
 		d.log.Warn("could not log status", "stage", stage, "err", err)
+		if errors.Is(err, ErrLeaseLost) {
+			d.leaseLost()
+		}
 	}
 }
 
 func (d *driver) fail(code, msg string) {
-	if _, err := d.m.store.Append(context.Background(), d.id, KindError, mustJSON(Failure{Code: code, Message: msg}), nil); err != nil {
+	if _, err := d.m.store.Append(context.Background(), d.id, KindError, mustJSON(Failure{Code: code, Message: msg}), nil, d.fence); err != nil {
 		d.log.Error("could not log an error for the user", "code", code, "err", err)
+		if errors.Is(err, ErrLeaseLost) {
+			d.leaseLost()
+		}
 	}
 }
 
-// userError is the part of err a user may see: the operation chain, without anything the
-// relay client adds about addresses.
-func userError(err error) string {
-	switch {
-	case errors.Is(err, sandbox.ErrStartTimeout):
-		return "the sandbox did not start in time (" + err.Error() + ")"
-	case errors.Is(err, sandbox.ErrUnavailable):
-		return err.Error()
-	case errors.Is(err, relay.ErrUnreachable):
-		return "the sandbox's relay could not be reached"
-	case errors.Is(err, relay.ErrUnauthorized):
-		return "the sandbox's relay refused the bot's token"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "it timed out"
-	}
-	return err.Error()
+// idleTimer fires after a stretch without turns; a negative timeout never fires.
+type idleTimer struct {
+	t *time.Timer
+	d time.Duration
 }
 
-func roundDur(d time.Duration) time.Duration {
-	if d < time.Second {
-		return d.Round(10 * time.Millisecond)
+func newIdleTimer(d time.Duration) *idleTimer {
+	if d < 0 {
+		return &idleTimer{}
 	}
-	return d.Round(100 * time.Millisecond)
+	return &idleTimer{t: time.NewTimer(d), d: d}
 }
 
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("session: encode %T: %v", v, err)) // our own types always encode
+func (i *idleTimer) C() <-chan time.Time {
+	if i.t == nil {
+		return nil
 	}
-	return b
+	return i.t.C
+}
+
+func (i *idleTimer) reset() {
+	if i.t != nil {
+		i.t.Reset(i.d)
+	}
+}
+
+func (i *idleTimer) stop() {
+	if i.t != nil {
+		i.t.Stop()
+	}
 }

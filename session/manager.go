@@ -17,6 +17,8 @@ import (
 // Config configures a Manager. Zero fields take their defaults.
 type Config struct {
 	Logger *slog.Logger
+	// ReplicaID names this bot replica in leases. Default: random.
+	ReplicaID string
 	// MaxPromptBytes bounds a prompt. Default 32 KiB.
 	MaxPromptBytes int
 	// PermissionMode is Claude Code's permission mode for new sandboxes ("" = the provider's).
@@ -28,10 +30,22 @@ type Config struct {
 	// RelayReconnect is how long a lost relay connection is retried before the turn is given
 	// up. Default 5 s.
 	RelayReconnect time.Duration
+	// LeaseTTL is how long a replica's hold on a session lasts without renewal: the time
+	// another replica waits before it takes over the sessions of one that died. Default 15 s.
+	LeaseTTL time.Duration
+	// IdleTimeout stops a session's sandbox after this long without a turn (the record is
+	// kept; the next prompt wakes it). Default 30 min; negative: never.
+	IdleTimeout time.Duration
+	// ClosedRetention is how long a closed session's record and log are kept. Default 7 days.
+	ClosedRetention time.Duration
+	// EventBuffer bounds how many relay events a session keeps in memory while the store is
+	// unreachable; past it, the relay's own buffer holds them. Default 10,000.
+	EventBuffer int
 	// DrainTimeout is how long shutdown waits for running turns to finish. Default 30 s.
 	DrainTimeout time.Duration
-	// StopSandboxesOnShutdown stops each live session's sandbox when the manager stops (for
-	// providers whose sandboxes cannot outlive the bot).
+	// StopSandboxesOnShutdown stops each driven session's sandbox when the manager stops (for
+	// providers whose sandboxes cannot outlive the bot). Otherwise the sessions are left to
+	// another replica, or to this one when it comes back.
 	StopSandboxesOnShutdown bool
 	// Unavailable, when set, makes every prompt fail with ErrUnavailable and this message
 	// (for instance: Claude Code is not installed).
@@ -43,9 +57,10 @@ type Config struct {
 	Admins []string
 }
 
-// Manager runs sessions: it takes prompts, makes sure each session's sandbox and relay are up,
-// and writes everything that happens to the session's log. Create it with NewManager and call
-// Run; Submit and the other methods are safe for concurrent use while Run runs.
+// Manager runs sessions: it takes prompts into each session's inbox, and for the sessions this
+// replica holds the lease on it makes sure the sandbox and relay are up, feeds the prompts to
+// Claude one turn at a time, and writes everything that happens to the session's log. Create it
+// with NewManager and call Run; the other methods are safe for concurrent use while Run runs.
 type Manager struct {
 	store    Store
 	provider sandbox.Provider
@@ -70,6 +85,9 @@ func NewManager(store Store, provider sandbox.Provider, cfg Config) (*Manager, e
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.ReplicaID == "" {
+		cfg.ReplicaID = relay.NewID("replica")
+	}
 	if cfg.MaxPromptBytes <= 0 {
 		cfg.MaxPromptBytes = 32 << 10
 	}
@@ -79,6 +97,18 @@ func NewManager(store Store, provider sandbox.Provider, cfg Config) (*Manager, e
 	if cfg.RelayReconnect <= 0 {
 		cfg.RelayReconnect = 5 * time.Second
 	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 15 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 30 * time.Minute
+	}
+	if cfg.ClosedRetention <= 0 {
+		cfg.ClosedRetention = 7 * 24 * time.Hour
+	}
+	if cfg.EventBuffer <= 0 {
+		cfg.EventBuffer = 10000
+	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 30 * time.Second
 	}
@@ -87,8 +117,8 @@ func NewManager(store Store, provider sandbox.Provider, cfg Config) (*Manager, e
 	}
 	base, cancel := context.WithCancel(context.Background())
 	return &Manager{
-		store: store, provider: provider, cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics,
-		base: base, cancel: cancel, drivers: map[string]*driver{},
+		store: store, provider: provider, cfg: cfg, log: cfg.Logger.With("replica", cfg.ReplicaID),
+		metrics: cfg.Metrics, base: base, cancel: cancel, drivers: map[string]*driver{},
 	}, nil
 }
 
@@ -98,14 +128,26 @@ const (
 	LabelThread  = "nightona.thread"
 )
 
-// Run reconciles sandboxes with sessions, then waits for ctx to end and drains: new prompts
-// are refused, running turns get DrainTimeout to finish streaming into their logs, and what
-// is still running then is ended with a note in its log.
+// Run reconciles sandboxes with sessions, takes over the active sessions no replica drives
+// (now, and whenever a replica's lease runs out), and when ctx ends drains: new prompts are
+// refused, running turns get DrainTimeout to finish streaming into their logs, and what is
+// still running then is ended with a note in its log (or, where sandboxes outlive the bot, left
+// for the next replica to carry on).
 func (m *Manager) Run(ctx context.Context) error {
 	if err := m.reconcile(ctx); err != nil {
 		m.log.Warn("reconciling sandboxes failed; orphans may remain", "err", err)
 	}
-	<-ctx.Done()
+	m.takeOver(ctx)
+	t := time.NewTicker(m.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-t.C:
+			m.takeOver(ctx)
+		}
+	}
 	m.mu.Lock()
 	m.closing = true
 	m.mu.Unlock()
@@ -113,6 +155,25 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.cancel()
 	m.wg.Wait()
 	return nil
+}
+
+// takeOver starts a driver for every active session that no replica holds.
+func (m *Manager) takeOver(ctx context.Context) {
+	ids, err := m.store.Active(ctx)
+	if err != nil || len(ids) == 0 {
+		return
+	}
+	m.mu.Lock()
+	ids = slices.DeleteFunc(ids, func(id string) bool { _, ok := m.drivers[id]; return ok })
+	m.mu.Unlock()
+	free, err := m.store.Unleased(ctx, ids)
+	if err != nil {
+		return
+	}
+	for _, id := range free {
+		m.log.Info("taking over a session no replica drives", "session_id", id)
+		m.startDriver(id)
+	}
 }
 
 // reconcile deletes the sandboxes this provider holds for sessions the store no longer has.
@@ -127,8 +188,12 @@ func (m *Manager) reconcile(ctx context.Context) error {
 		if id == "" {
 			continue // not ours
 		}
-		if _, err := m.store.Get(ctx, id); !errors.Is(err, ErrNotFound) {
+		sess, err := m.store.Get(ctx, id)
+		if err == nil && sess.State != StateClosed && sess.SandboxID == sb.ID {
 			continue
+		}
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			continue // the store is away: decide nothing now
 		}
 		if err := m.provider.Delete(ctx, sb.ID); err != nil {
 			m.log.Warn("could not delete orphaned sandbox", "sandbox_id", sb.ID, "err", err)
@@ -166,17 +231,19 @@ func (m *Manager) runningTurns() int {
 // Submitted says what became of a prompt.
 type Submitted struct {
 	Session *Session
-	// PromptID identifies the prompt in the log.
+	// PromptID identifies the prompt in the log and the inbox.
 	PromptID string
 	// Seq is the prompt event's seq in the log.
 	Seq int64
-	// Queued is true when a turn was already running: the prompt runs after it.
+	// Ahead is how many prompts wait before this one; Queued is true when it must wait for a
+	// running turn or for them.
+	Ahead  int
 	Queued bool
 }
 
 // Submit takes a user's prompt for a thread: it creates the thread's session on its first
-// prompt, records the prompt in the log and hands it to the session's driver, which starts
-// the sandbox if needed. It returns once the prompt is recorded; what follows shows in the log.
+// prompt, puts the prompt in the session's inbox (and in its log), and makes sure a replica
+// drives the session. It returns once the prompt is stored; what follows shows in the log.
 func (m *Manager) Submit(ctx context.Context, thread, user, text string) (*Submitted, error) {
 	if strings.TrimSpace(text) == "" {
 		return nil, ErrEmptyPrompt
@@ -189,10 +256,7 @@ func (m *Manager) Submit(ctx context.Context, thread, user, text string) (*Submi
 		m.metrics.prompts.WithLabelValues("unavailable").Inc()
 		return nil, fmt.Errorf("%w: %s", ErrUnavailable, m.cfg.Unavailable)
 	}
-	m.mu.Lock()
-	closing := m.closing
-	m.mu.Unlock()
-	if closing {
+	if m.isClosing() {
 		return nil, fmt.Errorf("%w: the bot is restarting; send your prompt again in a minute", ErrUnavailable)
 	}
 	sess, err := m.store.ByThread(ctx, thread)
@@ -202,69 +266,73 @@ func (m *Manager) Submit(ctx context.Context, thread, user, text string) (*Submi
 		})
 	}
 	if err != nil {
+		m.metrics.prompts.WithLabelValues("store_down").Inc()
 		return nil, fmt.Errorf("submit prompt: %w", err)
 	}
 	p := Prompt{ID: relay.NewID("p"), User: user, Text: text}
-	seq, err := m.store.Append(ctx, sess.ID, KindPrompt, mustJSON(p), nil)
+	_, ahead, seq, err := m.store.Enqueue(ctx, sess.ID, p, mustJSON(p))
 	if err != nil {
 		return nil, fmt.Errorf("submit prompt: %w", err)
 	}
-	d, err := m.driver(sess)
-	if err != nil {
-		return nil, err
+	if err := m.store.SetActive(ctx, sess.ID, true); err != nil {
+		return nil, fmt.Errorf("submit prompt: %w", err)
 	}
-	queued := d.pendingTurns() > 0
-	if err := d.enqueue(p); err != nil {
-		return nil, err
-	}
+	m.startDriver(sess.ID)
 	m.metrics.prompts.WithLabelValues("accepted").Inc()
-	m.log.Info("prompt submitted", "session_id", sess.ID, "thread", thread, "user", user, "bytes", len(text), "queued", queued)
-	return &Submitted{Session: sess, PromptID: p.ID, Seq: seq, Queued: queued}, nil
+	queued := ahead > 0 || sess.State == StateRunning
+	m.log.Info("prompt submitted", "session_id", sess.ID, "thread", thread, "user", user, "bytes", len(text), "ahead", ahead)
+	return &Submitted{Session: sess, PromptID: p.ID, Seq: seq, Ahead: ahead, Queued: queued}, nil
 }
 
-// driver returns the session's driver, starting one if it has none.
-func (m *Manager) driver(sess *Session) (*driver, error) {
+func (m *Manager) isClosing() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closing
+}
+
+// startDriver starts a driver for the session unless this replica runs one; a running one is
+// woken to look at its inbox. The driver gives up at once if another replica holds the lease.
+func (m *Manager) startDriver(id string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closing {
-		return nil, fmt.Errorf("%w: the bot is restarting; send your prompt again in a minute", ErrUnavailable)
+		return
 	}
-	if d, ok := m.drivers[sess.ID]; ok {
-		return d, nil
+	if d, ok := m.drivers[id]; ok {
+		d.wake()
+		return
 	}
-	d := newDriver(m, sess)
-	m.drivers[sess.ID] = d
+	d := newDriver(m, id)
+	m.drivers[id] = d
 	m.metrics.activeSessions.Set(float64(len(m.drivers)))
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		d.run(m.base)
 		m.mu.Lock()
-		delete(m.drivers, sess.ID)
+		delete(m.drivers, id)
 		m.metrics.activeSessions.Set(float64(len(m.drivers)))
 		m.mu.Unlock()
 	}()
-	return d, nil
 }
 
-// Interrupt stops the thread's running turn, if any.
-func (m *Manager) Interrupt(ctx context.Context, thread string) error {
-	sess, err := m.store.ByThread(ctx, thread)
-	if err != nil {
-		return err
-	}
+func (m *Manager) driverOf(id string) *driver {
 	m.mu.Lock()
-	d := m.drivers[sess.ID]
-	m.mu.Unlock()
-	if d == nil {
-		return nil
-	}
-	return d.interrupt(ctx)
+	defer m.mu.Unlock()
+	return m.drivers[id]
 }
 
 // IsAdmin reports whether user is one of the configured admins.
 func (m *Manager) IsAdmin(user string) bool {
 	return slices.Contains(m.cfg.Admins, user)
+}
+
+// mayManage checks that user owns the session or is an admin.
+func (m *Manager) mayManage(sess *Session, user, what string) error {
+	if user == sess.Owner || m.IsAdmin(user) {
+		return nil
+	}
+	return fmt.Errorf("%w: only the person who started this session or an admin may %s", ErrForbidden, what)
 }
 
 // Decide answers a permission request of the thread's session, as user: the session's owner
@@ -274,16 +342,150 @@ func (m *Manager) Decide(ctx context.Context, thread, requestID, user string, al
 	if err != nil {
 		return err
 	}
-	if user != sess.Owner && !m.IsAdmin(user) {
-		return fmt.Errorf("%w: only the person who started this session or an admin may answer its permission requests", ErrForbidden)
+	if err := m.mayManage(sess, user, "answer its permission requests"); err != nil {
+		return err
 	}
-	m.mu.Lock()
-	d := m.drivers[sess.ID]
-	m.mu.Unlock()
+	d := m.driverOf(sess.ID)
 	if d == nil {
-		return fmt.Errorf("%w: the session is not running here", ErrNoSuchRequest)
+		return fmt.Errorf("%w: the session is driven by another replica or not running", ErrNoSuchRequest)
 	}
 	return d.decide(ctx, requestID, user, allow, message)
+}
+
+// Interrupt stops the thread's running turn, if any.
+func (m *Manager) Interrupt(ctx context.Context, thread string) error {
+	sess, err := m.store.ByThread(ctx, thread)
+	if err != nil {
+		return err
+	}
+	if d := m.driverOf(sess.ID); d != nil {
+		return d.interrupt(ctx)
+	}
+	return nil
+}
+
+// CancelPrompt withdraws a prompt that still waits in the thread's inbox, for the user who sent
+// it, the session's owner or an admin. False when it is no longer waiting.
+func (m *Manager) CancelPrompt(ctx context.Context, thread, promptID, user string) (bool, error) {
+	sess, err := m.store.ByThread(ctx, thread)
+	if err != nil {
+		return false, err
+	}
+	entries, err := m.store.Inbox(ctx, sess.ID, sess.InboxDone)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		if e.Prompt.ID == promptID && e.Prompt.User != user {
+			if err := m.mayManage(sess, user, "cancel someone else's prompt"); err != nil {
+				return false, err
+			}
+		}
+	}
+	ok, err := m.store.Cancel(ctx, sess.ID, promptID)
+	if err != nil || !ok {
+		return false, err
+	}
+	if _, err := m.store.Append(ctx, sess.ID, KindStatus, mustJSON(Status{Stage: StagePromptCancelled,
+		Message: "A queued prompt was cancelled by " + user + "."}), nil, 0); err != nil {
+		m.log.Warn("could not log a cancellation", "err", err)
+	}
+	if d := m.driverOf(sess.ID); d != nil {
+		d.wake()
+	}
+	return true, nil
+}
+
+// Stop stops the thread's sandbox (the record is kept; the next prompt wakes it).
+func (m *Manager) Stop(ctx context.Context, thread, user string) error {
+	sess, err := m.store.ByThread(ctx, thread)
+	if err != nil {
+		return err
+	}
+	if err := m.mayManage(sess, user, "stop it"); err != nil {
+		return err
+	}
+	if d := m.driverOf(sess.ID); d != nil {
+		return d.stopSandbox(ctx, "stopped by "+user)
+	}
+	if sess.SandboxID != "" {
+		if err := m.provider.Stop(ctx, sess.SandboxID); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
+			return fmt.Errorf("stop sandbox %s: %w", sess.SandboxID, err)
+		}
+	}
+	if _, err := m.store.Transition(ctx, sess.ID, StateStopped, AllowedFrom(StateStopped), "stopped by "+user, 0); err != nil && !errors.Is(err, ErrIllegalTransition) {
+		return err
+	}
+	return m.store.SetActive(ctx, sess.ID, false)
+}
+
+// Destroy deletes the thread's session: its sandbox, its record and its log. The thread starts
+// afresh.
+func (m *Manager) Destroy(ctx context.Context, thread, user string) error {
+	return m.end(ctx, thread, user, true)
+}
+
+// Close ends the thread's session: its sandbox is deleted and the thread starts afresh, while
+// the record and log are kept for ClosedRetention.
+func (m *Manager) Close(ctx context.Context, thread, user string) error {
+	return m.end(ctx, thread, user, false)
+}
+
+func (m *Manager) end(ctx context.Context, thread, user string, destroy bool) error {
+	sess, err := m.store.ByThread(ctx, thread)
+	if err != nil {
+		return err
+	}
+	what := "close it"
+	if destroy {
+		what = "destroy it"
+	}
+	if err := m.mayManage(sess, user, what); err != nil {
+		return err
+	}
+	if d := m.driverOf(sess.ID); d != nil {
+		d.quit() // it stops driving and lets go of the lease, without touching the record
+	}
+	if err := m.store.SetActive(ctx, sess.ID, false); err != nil {
+		return err
+	}
+	if sess.SandboxID != "" {
+		if err := m.provider.Delete(ctx, sess.SandboxID); err != nil {
+			return fmt.Errorf("delete sandbox %s: %w", sess.SandboxID, err)
+		}
+	}
+	if destroy {
+		m.log.Info("session destroyed", "session_id", sess.ID, "by", user)
+		return m.store.Delete(ctx, sess.ID)
+	}
+	if _, err := m.store.Append(ctx, sess.ID, KindStatus, mustJSON(Status{Stage: StageClosed,
+		Message: "This session was closed by " + user + ". A new prompt in the thread starts a new one."}), nil, 0); err != nil {
+		return err
+	}
+	m.log.Info("session closed", "session_id", sess.ID, "by", user)
+	return m.store.Close(ctx, sess.ID, m.cfg.ClosedRetention)
+}
+
+// SetPermissionMode changes the permission mode of the thread's session, now (if its agent
+// runs) and for later starts.
+func (m *Manager) SetPermissionMode(ctx context.Context, thread, user, mode string) error {
+	if !slices.Contains(relay.PermissionModes, mode) {
+		return fmt.Errorf("%w: unknown permission mode %q (use %s)", ErrUnavailable, mode, strings.Join(relay.PermissionModes, ", "))
+	}
+	sess, err := m.store.ByThread(ctx, thread)
+	if err != nil {
+		return err
+	}
+	if err := m.mayManage(sess, user, "change its permission mode"); err != nil {
+		return err
+	}
+	if err := m.store.Update(ctx, sess.ID, Update{PermissionMode: &mode}, 0); err != nil {
+		return err
+	}
+	if d := m.driverOf(sess.ID); d != nil {
+		return d.setMode(ctx, mode)
+	}
+	return nil
 }
 
 // Session returns the thread's session (ErrNotFound if it has none).
@@ -294,6 +496,21 @@ func (m *Manager) Session(ctx context.Context, thread string) (*Session, error) 
 // Get returns a session by id.
 func (m *Manager) Get(ctx context.Context, id string) (*Session, error) {
 	return m.store.Get(ctx, id)
+}
+
+// List returns every session.
+func (m *Manager) List(ctx context.Context) ([]*Session, error) {
+	return m.store.List(ctx)
+}
+
+// Transitions returns the recorded state changes of a session, newest first.
+func (m *Manager) Transitions(ctx context.Context, id string) ([]Transition, error) {
+	return m.store.Transitions(ctx, id)
+}
+
+// Usage returns the usage of a user or channel (scope "user", "channel", or "all") on a day.
+func (m *Manager) Usage(ctx context.Context, scope, key string, day time.Time) (Usage, error) {
+	return m.store.UsageOn(ctx, scope, key, day)
 }
 
 // Events reads the session's log after seq after, waiting up to block for new events.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -369,11 +368,7 @@ func TestReconcileDeletesOrphanedSandboxes(t *testing.T) {
 
 func relayPID(t *testing.T, sb *sandbox.Sandbox) int {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(sb.Workspace), "relay.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	pid, err := local.RelayPID(filepath.Dir(sb.Workspace))
 	if err != nil {
 		t.Fatal(err)
 	}

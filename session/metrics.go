@@ -11,6 +11,9 @@ type Metrics struct {
 	sandboxStart   *prometheus.HistogramVec
 	turnSeconds    prometheus.Histogram
 	decisions      *prometheus.CounterVec
+	leaseLost      prometheus.Counter
+	storeOutages   prometheus.Counter
+	bufferedEvents prometheus.Gauge
 }
 
 // NewMetrics makes the metrics and registers them with reg (nil: not registered).
@@ -39,9 +42,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nightona_permission_decisions_total", Help: "Permission requests answered by people, by behavior.",
 		}, []string{"behavior"}),
+		leaseLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nightona_session_leases_lost_total", Help: "Sessions this replica stopped driving because another took them over.",
+		}),
+		storeOutages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nightona_store_outages_total", Help: "Times a session started buffering events because the store was away.",
+		}),
+		bufferedEvents: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nightona_buffered_events", Help: "Relay events held in memory until the store answers again.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.prompts, m.turns, m.events, m.activeSessions, m.sandboxStart, m.turnSeconds, m.decisions)
+		reg.MustRegister(m.prompts, m.turns, m.events, m.activeSessions, m.sandboxStart, m.turnSeconds, m.decisions, m.leaseLost, m.storeOutages, m.bufferedEvents)
 	}
 	return m
 }

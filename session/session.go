@@ -7,33 +7,10 @@
 package session
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
-)
-
-// State is where a session is in its life.
-type State string
-
-// States.
-//
-//	new       the record exists; no sandbox yet
-//	starting  a sandbox is being created or woken
-//	idle      the sandbox is up and no turn is running
-//	running   Claude Code is working on a turn
-//	stopped   the sandbox is stopped (idle timeout, shutdown, or its relay died); the next
-//	          prompt wakes it
-//	failed    the sandbox could not be started; the next prompt tries again
-//	closed    destroyed; the thread starts afresh
-const (
-	StateNew      State = "new"
-	StateStarting State = "starting"
-	StateIdle     State = "idle"
-	StateRunning  State = "running"
-	StateStopped  State = "stopped"
-	StateFailed   State = "failed"
-	StateClosed   State = "closed"
 )
 
 // Session is the record of one thread's session.
@@ -57,7 +34,15 @@ type Session struct {
 	LastSeq   int64     `json:"last_seq"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
-	Usage     Usage     `json:"usage"`
+	// StateAt is when the session entered its state.
+	StateAt time.Time `json:"state_at"`
+	// Fence is the fencing token of the newest lease on the session.
+	Fence int64 `json:"fence,omitempty"`
+	// InboxDone is the id of the last inbox entry the session has taken.
+	InboxDone string `json:"inbox_done,omitempty"`
+	// PermissionMode is Claude Code's permission mode for this session ("" = the default).
+	PermissionMode string `json:"permission_mode,omitempty"`
+	Usage          Usage  `json:"usage"`
 }
 
 // Usage adds up what a session's turns cost.
@@ -75,6 +60,8 @@ type Event struct {
 	Time time.Time       `json:"time"`
 	Kind string          `json:"kind"`
 	Data json.RawMessage `json:"data"`
+	// From is the relay event this one is, for events that came from a relay.
+	From *Cursor `json:"from,omitempty"`
 }
 
 // Event kinds and the shape of their data.
@@ -101,11 +88,13 @@ type Decision struct {
 	Message   string `json:"message,omitempty"`
 }
 
-// Prompt is the data of a prompt event.
+// Prompt is the data of a prompt event, and an entry of a session's inbox.
 type Prompt struct {
 	ID   string `json:"id"`
 	User string `json:"user"`
 	Text string `json:"text"`
+	// Ahead is how many prompts were waiting before this one when it was submitted.
+	Ahead int `json:"ahead,omitempty"`
 }
 
 // Status is the data of a status event.
@@ -123,6 +112,9 @@ const (
 	StageSandboxStopped  = "sandbox_stopped"
 	StagePreviewReady    = "preview_ready"
 	StagePreviewCrashed  = "preview_crashed"
+	StagePromptCancelled = "prompt_cancelled"
+	StageClosed          = "closed"
+	StageStoreRecovered  = "store_recovered"
 )
 
 // Failure is the data of an error event: a code for programs and a message for people that
@@ -139,50 +131,8 @@ const (
 	CodeAgentFailed   = "agent_failed"
 	CodeAgentExited   = "agent_exited"
 	CodeShutdown      = "shutdown"
+	CodeStoreDown     = "store_down"
 )
-
-// Store keeps sessions and their event logs. Implementations are safe for concurrent use.
-type Store interface {
-	// CreateForThread stores s as the thread's session unless the thread already has one, and
-	// returns the thread's session and whether it was created now.
-	CreateForThread(ctx context.Context, s *Session) (*Session, bool, error)
-	// ByThread returns the thread's session, or ErrNotFound.
-	ByThread(ctx context.Context, thread string) (*Session, error)
-	// Get returns the session, or ErrNotFound.
-	Get(ctx context.Context, id string) (*Session, error)
-	// List returns every session.
-	List(ctx context.Context) ([]*Session, error)
-	// Update applies the non-nil fields of u to the session (ErrNotFound if it does not exist).
-	Update(ctx context.Context, id string, u Update) error
-	// Append adds an event to the session's log and returns its seq. With a cursor, the event
-	// comes from a relay and is appended only if the log has not already taken that cursor's
-	// event (then it returns 0, nil): the same relay event is never logged twice.
-	Append(ctx context.Context, id string, kind string, data []byte, from *Cursor) (int64, error)
-	// Read returns up to max events after seq after, waiting up to block for one if there is
-	// none yet (0: do not wait).
-	Read(ctx context.Context, id string, after int64, max int, block time.Duration) ([]Event, error)
-	// AddUsage adds a turn's usage to the session's.
-	AddUsage(ctx context.Context, id string, u Usage) error
-	// Delete removes the session, its log and its thread mapping.
-	Delete(ctx context.Context, id string) error
-	// Ping checks the store answers.
-	Ping(ctx context.Context) error
-}
-
-// Cursor names a relay event: the relay process and its seq there.
-type Cursor struct {
-	RelayID string
-	Seq     int64
-}
-
-// Update lists the fields to change; nil means unchanged.
-type Update struct {
-	State           *State
-	Provider        *string
-	SandboxID       *string
-	ClaudeSessionID *string
-	PreviewURL      *string
-}
 
 // Errors.
 var (
@@ -197,7 +147,24 @@ var (
 	ErrForbidden = errors.New("not allowed")
 	// ErrNoSuchRequest: the permission request was already answered, withdrawn or timed out.
 	ErrNoSuchRequest = errors.New("no such permission request")
+	// ErrIllegalTransition: the session cannot move from its state to the one asked for.
+	ErrIllegalTransition = errors.New("illegal state transition")
+	// ErrLeaseLost: another replica drives the session now; this one may no longer write.
+	ErrLeaseLost = errors.New("session lease lost")
+	// ErrStoreDown: the session store (Redis) does not answer.
+	ErrStoreDown = errors.New("session store unreachable")
 )
 
 // ptr returns a pointer to v, for Update fields.
 func ptr[T any](v T) *T { return &v }
+
+// ChannelOf returns the channel a thread key belongs to: the key without its last part
+// ("slack:T1:C2:1712.0001" → "slack:T1:C2"); a key of two parts ("web:th_1") is its own
+// platform's channel ("web").
+func ChannelOf(thread string) string {
+	i := strings.LastIndexByte(thread, ':')
+	if i <= 0 {
+		return thread
+	}
+	return thread[:i]
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/nightona/nightona/internal/testenv"
+	"github.com/nightona/nightona/sandbox/local"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -447,11 +448,10 @@ func TestRelayDeathMidTurn(t *testing.T) {
 		return fr.Kind == "agent" && bytes.Contains(fr.Data, []byte(`"text_delta"`))
 	})
 	sb, _ := b.session(thread)["sandbox_id"].(string)
-	pidData, err := os.ReadFile(filepath.Join(b.dataDir, "sandboxes", sb, "relay.pid"))
+	pid, err := local.RelayPID(filepath.Join(b.dataDir, "sandboxes", sb))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidData)))
 	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil { // the relay and its CLI
 		t.Fatal(err)
 	}
@@ -497,6 +497,16 @@ func TestShutdownDrainsStreams(t *testing.T) {
 	f.until("the turn to stream", 30*time.Second, func(fr frame) bool {
 		return fr.Kind == "agent" && bytes.Contains(fr.Data, []byte(`"text_delta"`))
 	})
+	var pids []int
+	sandboxes, _ := os.ReadDir(filepath.Join(b.dataDir, "sandboxes"))
+	for _, sb := range sandboxes {
+		if pid, err := local.RelayPID(filepath.Join(b.dataDir, "sandboxes", sb.Name())); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) != 1 {
+		t.Fatalf("%d running relays before shutdown, want 1", len(pids))
+	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- b.stop() }()
 	f.until("the drained turn's result", 30*time.Second, isResult)
@@ -508,13 +518,7 @@ func TestShutdownDrainsStreams(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return after the drain")
 	}
-	sandboxes, _ := os.ReadDir(filepath.Join(b.dataDir, "sandboxes"))
-	for _, sb := range sandboxes {
-		pidData, err := os.ReadFile(filepath.Join(b.dataDir, "sandboxes", sb.Name(), "relay.pid"))
-		if err != nil {
-			continue
-		}
-		pid, _ := strconv.Atoi(strings.TrimSpace(string(pidData)))
+	for _, pid := range pids {
 		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 			t.Fatalf("relay %d still runs after shutdown", pid)
 		}

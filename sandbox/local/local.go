@@ -3,13 +3,17 @@
 // as a child process on a free loopback port with a fresh token.
 //
 // It is the embedded default: no account, no network. It isolates nothing: Claude Code runs
-// with the bot's user's rights. The relay and everything it starts run in one process group
-// that the provider stops as a whole; the kernel kills the relay if the bot dies, and a new
-// provider kills what a killed bot left behind.
+// with the bot's user's rights. Every process of a sandbox carries a marker in its environment
+// by which the provider finds and stops what it left running.
+//
+// By default relays are attached to the bot: the kernel kills them if the bot dies, and a new
+// provider kills what a killed bot left behind. Detached relays (Config.Detached) run in a
+// session of their own and outlive the bot, and any provider on the same folder can reach, stop
+// or delete them: that is what lets several bot replicas on one machine carry each other's
+// sessions on, and a restarted bot pick up a turn where it was.
 package local
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"embed"
@@ -17,11 +21,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,6 +58,8 @@ type Config struct {
 	DevCommand string
 	// StartTimeout bounds how long a relay may take to answer. Default 20 s.
 	StartTimeout time.Duration
+	// Detached runs relays so that they outlive the bot (see the package comment).
+	Detached bool
 	// Logger receives the provider's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -77,13 +81,10 @@ type box struct {
 	dir string
 	ops sync.Mutex
 
-	mu       sync.Mutex
-	meta     meta
-	state    sandbox.State
-	cmd      *exec.Cmd
-	done     chan struct{} // closed when the relay process has exited
-	endpoint *sandbox.Endpoint
-	deleted  bool
+	mu    sync.Mutex
+	meta  meta
+	state sandbox.State
+	relay *relayProc // nil while no relay runs, as far as this provider knows
 }
 
 // meta is what is kept on disk of a sandbox, so a new provider knows it.
@@ -99,7 +100,7 @@ type meta struct {
 
 const (
 	metaFile   = "sandbox.json"
-	pidFile    = "relay.pid"
+	runFile    = "relay.json"
 	logFile    = "relay.log"
 	workspace  = "workspace"
 	homeDir    = "home"
@@ -164,12 +165,48 @@ func (p *Provider) load() error {
 			p.log.Warn("skipping unreadable sandbox", "dir", dir, "err", err)
 			continue
 		}
-		if n := killLeftovers(markerEnv(m.ID)); n > 0 {
-			p.log.Warn("killed processes left by an earlier run", "sandbox_id", m.ID, "processes", n)
+		bx := &box{id: m.ID, dir: dir, meta: m, state: sandbox.StateStopped}
+		p.refresh(bx)
+		if bx.relay == nil || !p.cfg.Detached {
+			// Nothing of this sandbox should run: an attached relay dies with its bot, so what
+			// is left is a killed bot's. A live detached relay is another replica's to keep.
+			if bx.relay != nil {
+				bx.relay.kill()
+				bx.relay = nil
+				bx.state = sandbox.StateStopped
+			}
+			if n := killLeftovers(markerEnv(m.ID)); n > 0 {
+				p.log.Warn("killed processes left by an earlier run", "sandbox_id", m.ID, "processes", n)
+			}
 		}
-		p.boxes[m.ID] = &box{id: m.ID, dir: dir, meta: m, state: sandbox.StateStopped}
+		p.boxes[m.ID] = bx
 	}
 	return nil
+}
+
+// loadOne reads a sandbox another provider on the same folder created after this one started.
+func (p *Provider) loadOne(id string) (*box, error) {
+	if strings.ContainsAny(id, `/\`) || id == "" || id == "." || id == ".." {
+		return nil, fmt.Errorf("sandbox %s: %w", id, sandbox.ErrNotFound)
+	}
+	dir := filepath.Join(p.cfg.Dir, id)
+	data, err := os.ReadFile(filepath.Join(dir, metaFile))
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", id, sandbox.ErrNotFound)
+	}
+	var m meta
+	if err := json.Unmarshal(data, &m); err != nil || m.ID != id {
+		return nil, fmt.Errorf("sandbox %s: unreadable metadata: %w", id, sandbox.ErrNotFound)
+	}
+	b := &box{id: id, dir: dir, meta: m, state: sandbox.StateStopped}
+	p.refresh(b)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if existing, ok := p.boxes[id]; ok {
+		return existing, nil
+	}
+	p.boxes[id] = b
+	return b, nil
 }
 
 // Name implements sandbox.Provider.
@@ -253,6 +290,7 @@ func (p *Provider) Get(_ context.Context, id string) (*sandbox.Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.refresh(b)
 	return b.snapshot(), nil
 }
 
@@ -264,8 +302,9 @@ func (p *Provider) Start(ctx context.Context, id string) (*sandbox.Sandbox, erro
 	}
 	b.ops.Lock()
 	defer b.ops.Unlock()
+	p.refresh(b)
 	b.mu.Lock()
-	running := b.cmd != nil
+	running := b.relay != nil
 	b.mu.Unlock()
 	if running {
 		if err := p.healthy(ctx, b); err == nil {
@@ -287,6 +326,7 @@ func (p *Provider) Stop(_ context.Context, id string) error {
 	}
 	b.ops.Lock()
 	defer b.ops.Unlock()
+	p.refresh(b)
 	p.stopRelay(b)
 	return nil
 }
@@ -302,13 +342,11 @@ func (p *Provider) Delete(_ context.Context, id string) error {
 	}
 	b.ops.Lock()
 	defer b.ops.Unlock()
+	p.refresh(b)
 	p.stopRelay(b)
 	if err := os.RemoveAll(b.dir); err != nil {
 		return fmt.Errorf("delete sandbox %s: %w", id, err)
 	}
-	b.mu.Lock()
-	b.deleted = true
-	b.mu.Unlock()
 	p.mu.Lock()
 	delete(p.boxes, id)
 	p.mu.Unlock()
@@ -316,8 +354,22 @@ func (p *Provider) Delete(_ context.Context, id string) error {
 	return nil
 }
 
-// List implements sandbox.Provider.
+// List implements sandbox.Provider. It also finds the sandboxes other providers on the same
+// folder have made since this one started.
 func (p *Provider) List(_ context.Context, labels map[string]string) ([]*sandbox.Sandbox, error) {
+	if entries, err := os.ReadDir(p.cfg.Dir); err == nil {
+		for _, e := range entries {
+			if !e.IsDir() {
+				continue
+			}
+			p.mu.Lock()
+			_, known := p.boxes[e.Name()]
+			p.mu.Unlock()
+			if !known {
+				_, _ = p.loadOne(e.Name())
+			}
+		}
+	}
 	p.mu.Lock()
 	boxes := make([]*box, 0, len(p.boxes))
 	for _, b := range p.boxes {
@@ -326,6 +378,7 @@ func (p *Provider) List(_ context.Context, labels map[string]string) ([]*sandbox
 	p.mu.Unlock()
 	var out []*sandbox.Sandbox
 	for _, b := range boxes {
+		p.refresh(b)
 		if s := b.snapshot(); sandbox.MatchLabels(s.Labels, labels) {
 			out = append(out, s)
 		}
@@ -334,8 +387,12 @@ func (p *Provider) List(_ context.Context, labels map[string]string) ([]*sandbox
 	return out, nil
 }
 
-// Close stops every relay this provider runs; the sandboxes stay on disk.
+// Close stops every relay this provider started, unless relays are detached: those are meant
+// to outlive it. The sandboxes stay on disk.
 func (p *Provider) Close() error {
+	if p.cfg.Detached {
+		return nil
+	}
 	p.mu.Lock()
 	boxes := make([]*box, 0, len(p.boxes))
 	for _, b := range p.boxes {
@@ -358,12 +415,12 @@ func (p *Provider) Close() error {
 
 func (p *Provider) box(id string) (*box, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	b, ok := p.boxes[id]
-	if !ok {
-		return nil, fmt.Errorf("sandbox %s: %w", id, sandbox.ErrNotFound)
+	p.mu.Unlock()
+	if ok {
+		return b, nil
 	}
-	return b, nil
+	return p.loadOne(id)
 }
 
 func (b *box) snapshot() *sandbox.Sandbox {
@@ -373,117 +430,14 @@ func (b *box) snapshot() *sandbox.Sandbox {
 		ID: b.id, State: b.state, Labels: copyMap(b.meta.Labels), CreatedAt: b.meta.CreatedAt,
 		Workspace: filepath.Join(b.dir, workspace),
 	}
-	if b.endpoint != nil {
-		ep := *b.endpoint
+	if b.relay != nil && b.state == sandbox.StateStarted {
+		ep := b.relay.endpoint
 		s.Relay = &ep
 	}
 	if b.meta.DevPort != 0 {
 		s.PreviewURL = fmt.Sprintf("http://localhost:%d/", b.meta.DevPort)
 	}
 	return s
-}
-
-// startRelay starts the relay process and waits until it answers. Called with b.ops held.
-func (p *Provider) startRelay(ctx context.Context, b *box) error {
-	b.mu.Lock()
-	b.state = sandbox.StateStarting
-	mode := b.meta.PermissionMode
-	extra := b.meta.Env
-	b.mu.Unlock()
-	if mode == "" {
-		mode = p.cfg.PermissionMode
-	}
-	token := randomHex(32)
-	args := []string{
-		"-addr", "127.0.0.1:0",
-		"-dir", filepath.Join(b.dir, workspace),
-		"-agent", p.cfg.Claude,
-		"-permission-mode", mode,
-	}
-	if p.cfg.DevCommand != "" {
-		port, err := p.devPort(b)
-		if err != nil {
-			return p.failStart(b, err)
-		}
-		args = append(args, "-dev-command", p.cfg.DevCommand, "-dev-port", strconv.Itoa(port))
-	}
-	cmd := exec.Command(p.cfg.RelayBinary, args...)
-	cmd.Dir = b.dir
-	cmd.Env = p.env(b, extra, token)
-	setProcAttrs(cmd)
-
-	logPath := filepath.Join(b.dir, logFile)
-	if st, err := os.Stat(logPath); err == nil && st.Size() > maxLogSize {
-		_ = os.Truncate(logPath, 0)
-	}
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return p.failStart(b, fmt.Errorf("open relay log: %w", err))
-	}
-	cmd.Stderr = logf
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		logf.Close()
-		return p.failStart(b, err)
-	}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return p.failStart(b, fmt.Errorf("%w: run relay: %v", sandbox.ErrUnavailable, err))
-	}
-	_ = os.WriteFile(filepath.Join(b.dir, pidFile), []byte(fmt.Sprint(cmd.Process.Pid)), 0o600)
-	done := make(chan struct{})
-	addrc := make(chan string, 1)
-	go func() {
-		br := bufio.NewReader(stdout)
-		line, _ := br.ReadString('\n')
-		addrc <- strings.TrimSpace(strings.TrimPrefix(line, "listening "))
-		_, _ = io.Copy(logf, br)
-	}()
-	go func() {
-		err := cmd.Wait()
-		killGroup(cmd.Process.Pid)     // whatever the relay's tools left running...
-		killLeftovers(markerEnv(b.id)) // ...and what left its group, like the dev server
-		logf.Close()
-		b.mu.Lock()
-		if b.cmd == cmd {
-			b.cmd, b.endpoint = nil, nil
-			if b.state != sandbox.StateStopping {
-				b.state = sandbox.StateStopped
-				p.log.Warn("relay exited", "sandbox_id", b.id, "err", err)
-			}
-		}
-		b.mu.Unlock()
-		close(done)
-	}()
-
-	timeout := time.NewTimer(p.cfg.StartTimeout)
-	defer timeout.Stop()
-	var addr string
-	select {
-	case addr = <-addrc:
-	case <-done:
-	case <-timeout.C:
-	case <-ctx.Done():
-	}
-	if addr == "" {
-		p.kill(cmd, done)
-		return p.failStart(b, p.startError(ctx, b, "the relay did not report its address"))
-	}
-	b.mu.Lock()
-	b.cmd, b.done = cmd, done
-	b.endpoint = &sandbox.Endpoint{URL: "http://" + addr, Token: token}
-	b.mu.Unlock()
-	hctx, cancel := context.WithTimeout(ctx, p.cfg.StartTimeout)
-	defer cancel()
-	if err := p.healthy(hctx, b); err != nil {
-		p.stopRelay(b)
-		return p.failStart(b, p.startError(ctx, b, err.Error()))
-	}
-	b.mu.Lock()
-	b.state = sandbox.StateStarted
-	b.mu.Unlock()
-	p.log.Info("relay started", "sandbox_id", b.id, "addr", addr, "pid", cmd.Process.Pid)
-	return nil
 }
 
 // devPort returns the sandbox's dev server port: the one it had while that is free, else a new
@@ -522,84 +476,6 @@ func portFree(port int) bool {
 	}
 	l.Close()
 	return true
-}
-
-func (p *Provider) startError(ctx context.Context, b *box, why string) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	tail := lastLines(filepath.Join(b.dir, logFile), 5)
-	if tail != "" {
-		why += ": " + tail
-	}
-	return fmt.Errorf("%w: %s", sandbox.ErrStartTimeout, why)
-}
-
-func (p *Provider) failStart(b *box, err error) error {
-	b.mu.Lock()
-	b.state = sandbox.StateError
-	b.mu.Unlock()
-	p.log.Error("relay did not start", "sandbox_id", b.id, "err", err)
-	return err
-}
-
-// healthy polls the relay's /healthz until it answers 200 or ctx ends.
-func (p *Provider) healthy(ctx context.Context, b *box) error {
-	b.mu.Lock()
-	ep, done := b.endpoint, b.done
-	b.mu.Unlock()
-	if ep == nil {
-		return errors.New("relay not running")
-	}
-	client := &http.Client{Timeout: 2 * time.Second}
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ep.URL+"/healthz", nil)
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("relay health check: %w", ctx.Err())
-		case <-done:
-			return errors.New("relay exited")
-		case <-time.After(25 * time.Millisecond):
-		}
-	}
-}
-
-// stopRelay stops the relay gracefully (it interrupts a running turn and flushes), then kills
-// its whole process group. Called with b.ops held.
-func (p *Provider) stopRelay(b *box) {
-	b.mu.Lock()
-	cmd, done := b.cmd, b.done
-	if cmd != nil {
-		b.state = sandbox.StateStopping
-	}
-	b.mu.Unlock()
-	if cmd != nil {
-		p.kill(cmd, done)
-	}
-	b.mu.Lock()
-	if b.cmd == cmd {
-		b.cmd, b.endpoint = nil, nil
-	}
-	b.state = sandbox.StateStopped
-	b.mu.Unlock()
-}
-
-func (p *Provider) kill(cmd *exec.Cmd, done <-chan struct{}) {
-	_ = cmd.Process.Signal(termSignal)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		p.log.Warn("relay did not stop in 10s; killing it", "pid", cmd.Process.Pid)
-		killGroup(cmd.Process.Pid)
-		<-done
-	}
 }
 
 // env is the relay's environment: a few variables of the bot's that tools need (never its

@@ -219,11 +219,7 @@ func alive(pid int) bool {
 
 func relayPID(t *testing.T, sb *sandbox.Sandbox) int {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(sb.Workspace), "relay.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	pid, err := local.RelayPID(filepath.Dir(sb.Workspace))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,8 +240,7 @@ func actAsBot(dir, relayBin string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	pidb, _ := os.ReadFile(filepath.Join(filepath.Dir(sb.Workspace), "relay.pid"))
-	relayPid, _ := strconv.Atoi(strings.TrimSpace(string(pidb)))
+	relayPid, _ := local.RelayPID(filepath.Dir(sb.Workspace))
 	c := relay.NewClient(relay.Endpoint{URL: sb.Relay.URL, Token: sb.Relay.Token}, relay.ClientConfig{})
 	spawned := make(chan int, 1)
 	go c.Run(ctx, relay.Cursor{}, relay.Handlers{OnEvent: func(ev relay.Event) error {
@@ -295,3 +290,74 @@ func TestDevServerDoesNotOutliveItsRelay(t *testing.T) {
 	}
 	testenv.WaitFor(t, 10*time.Second, "the dev server's child to be killed", func() bool { return !alive(devPID) })
 }
+
+// TestDetachedRelaysAreShared runs two providers on one folder, as two bot replicas on one
+// machine do: a relay one starts survives it and the other reaches, stops and deletes it.
+func TestDetachedRelaysAreShared(t *testing.T) {
+	dir := t.TempDir()
+	cfg := local.Config{Dir: dir, RelayBinary: testenv.RelayBinary(t), Claude: os.Args[0],
+		Env: []string{fakeagent.EnvVar + "=1"}, Detached: true}
+	p1, err := local.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := local.New(cfg) // started before p1 made anything
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	sb, err := p1.Create(ctx, sandbox.Spec{Labels: map[string]string{"k": "v"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p2.Delete(context.Background(), sb.ID) })
+	p1.Close() // a detached relay outlives its provider
+	got, err := p2.Get(ctx, sb.ID)
+	if err != nil || got.State != sandbox.StateStarted || got.Relay == nil || got.Relay.Token != sb.Relay.Token {
+		t.Fatalf("the other provider sees %+v %v, want the running relay", got, err)
+	}
+	sandboxtest.RelayAnswers(t, got.Relay)
+	if list, _ := p2.List(ctx, map[string]string{"k": "v"}); len(list) != 1 {
+		t.Fatalf("the other provider lists %d sandboxes", len(list))
+	}
+	// A third provider starting now leaves the live relay alone.
+	if _, err := local.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	sandboxtest.RelayAnswers(t, got.Relay)
+	pid := relayPID(t, got)
+	if err := p2.Stop(ctx, sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the relay to stop", func() bool { return !alive(pid) })
+	if got, _ := p2.Get(ctx, sb.ID); got.State != sandbox.StateStopped {
+		t.Fatalf("after stop: %+v", got)
+	}
+	again, err := p2.Start(ctx, sb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sandboxtest.RelayAnswers(t, again.Relay)
+}
+
+// TestAttachedRelaysAreKilledByTheNextProvider: without Detached, a relay left by a provider
+// that did not stop it (a killed bot's) is killed when the next provider starts.
+func TestAttachedRelaysAreKilledByTheNextProvider(t *testing.T) {
+	dir := t.TempDir()
+	cfg := local.Config{Dir: dir, RelayBinary: testenv.RelayBinary(t), Claude: os.Args[0], Env: []string{fakeagent.EnvVar + "=1"}}
+	p1, err := local.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := p1.Create(context.Background(), sandbox.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := relayPID(t, sb)
+	p2 := newProvider(t, dir)
+	testenv.WaitFor(t, 5*time.Second, "the next provider to kill the attached relay", func() bool { return !alive(pid) })
+	if got, _ := p2.Get(context.Background(), sb.ID); got.State != sandbox.StateStopped {
+		t.Fatalf("state %s", got.State)
+	}
+}
+

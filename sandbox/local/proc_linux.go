@@ -11,17 +11,48 @@ import (
 
 const termSignal = syscall.SIGTERM
 
-// setProcAttrs gives the relay a process group of its own, which the agent and its tools join,
-// and has the kernel kill the relay when the bot dies.
-func setProcAttrs(cmd *exec.Cmd) {
+// setProcAttrs starts the relay in a process group of its own, which the agent and its tools
+// join. An attached relay is killed by the kernel when the bot dies; a detached one leads a
+// session of its own and outlives it.
+func setProcAttrs(cmd *exec.Cmd, detached bool) {
+	if detached {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		return
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
+
+func signalPID(pid int, sig syscall.Signal) error { return syscall.Kill(pid, sig) }
 
 // killGroup kills every process of the group led by pid.
 func killGroup(pid int) {
 	if pid > 0 {
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 	}
+}
+
+// processAlive reports whether pid runs and carries the sandbox's marker, so that a pid the
+// system has since given to another program is not taken for the relay.
+func processAlive(pid int, marker string) bool {
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	return hasMarker(strconv.Itoa(pid), marker)
+}
+
+func hasMarker(pid, marker string) bool {
+	env, err := os.ReadFile(filepath.Join("/proc", pid, "environ"))
+	if err != nil {
+		return false
+	}
+	stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+	if err == nil {
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+			return false // a zombie waiting to be reaped runs nothing
+		}
+	}
+	needle := []byte("\x00" + marker + "\x00")
+	return bytes.Contains(append(append([]byte{0}, env...), 0), needle)
 }
 
 // killLeftovers kills every process that carries the sandbox's marker in its environment: the
@@ -34,7 +65,6 @@ func killLeftovers(marker string) int {
 	if err != nil {
 		return 0
 	}
-	needle := []byte("\x00" + marker + "\x00")
 	self := os.Getpid()
 	killed := 0
 	for _, e := range procs {
@@ -42,8 +72,7 @@ func killLeftovers(marker string) int {
 		if err != nil || pid == self {
 			continue
 		}
-		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err != nil || !bytes.Contains(append(append([]byte{0}, env...), 0), needle) {
+		if !hasMarker(e.Name(), marker) {
 			continue
 		}
 		if syscall.Kill(pid, syscall.SIGKILL) == nil {

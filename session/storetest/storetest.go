@@ -21,6 +21,11 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 	t.Run("ReadBlocks", func(t *testing.T) { testBlock(t, newStore(t)) })
 	t.Run("Usage", func(t *testing.T) { testUsage(t, newStore(t)) })
 	t.Run("Delete", func(t *testing.T) { testDelete(t, newStore(t)) })
+	t.Run("Transitions", func(t *testing.T) { testTransitions(t, newStore(t)) })
+	t.Run("LeasesAndFencing", func(t *testing.T) { testLeases(t, newStore(t)) })
+	t.Run("ActiveIndex", func(t *testing.T) { testActive(t, newStore(t)) })
+	t.Run("Inbox", func(t *testing.T) { testInbox(t, newStore(t)) })
+	t.Run("Close", func(t *testing.T) { testClose(t, newStore(t)) })
 }
 
 func bg(t *testing.T) context.Context {
@@ -84,23 +89,22 @@ func testUpdate(t *testing.T, st session.Store) {
 	if _, _, err := st.CreateForThread(ctx, newSession("u1", "web:u")); err != nil {
 		t.Fatal(err)
 	}
-	running := session.StateRunning
-	sb, prov, claude, preview := "local-1", "local", "claude-abc", "http://localhost:3000/"
-	if err := st.Update(ctx, "u1", session.Update{State: &running, SandboxID: &sb, Provider: &prov, ClaudeSessionID: &claude, PreviewURL: &preview}); err != nil {
+	sb, prov, claude, preview, mode := "local-1", "local", "claude-abc", "http://localhost:3000/", "plan"
+	if err := st.Update(ctx, "u1", session.Update{SandboxID: &sb, Provider: &prov, ClaudeSessionID: &claude, PreviewURL: &preview, PermissionMode: &mode}, 0); err != nil {
 		t.Fatal(err)
 	}
 	s, err := st.Get(ctx, "u1")
-	if err != nil || s.State != running || s.SandboxID != sb || s.Provider != prov || s.ClaudeSessionID != claude || s.PreviewURL != preview || s.Owner != "web:alice" {
+	if err != nil || s.SandboxID != sb || s.Provider != prov || s.ClaudeSessionID != claude || s.PreviewURL != preview || s.PermissionMode != mode || s.Owner != "web:alice" {
 		t.Fatalf("after update: %+v %v", s, err)
 	}
-	idle := session.StateIdle
-	if err := st.Update(ctx, "u1", session.Update{State: &idle}); err != nil {
+	empty := ""
+	if err := st.Update(ctx, "u1", session.Update{PreviewURL: &empty}, 0); err != nil {
 		t.Fatal(err)
 	}
-	if s, _ := st.Get(ctx, "u1"); s.State != idle || s.SandboxID != sb {
+	if s, _ := st.Get(ctx, "u1"); s.PreviewURL != "" || s.SandboxID != sb {
 		t.Fatalf("a partial update changed other fields: %+v", s)
 	}
-	if err := st.Update(ctx, "ghost", session.Update{State: &idle}); !errors.Is(err, session.ErrNotFound) {
+	if err := st.Update(ctx, "ghost", session.Update{PreviewURL: &empty}, 0); !errors.Is(err, session.ErrNotFound) {
 		t.Fatalf("update of a missing session: %v, want ErrNotFound", err)
 	}
 	if _, err := st.Get(ctx, "ghost"); !errors.Is(err, session.ErrNotFound) {
@@ -114,7 +118,7 @@ func testAppend(t *testing.T, st session.Store) {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 25; i++ {
-		seq, err := st.Append(ctx, "a1", session.KindStatus, []byte(fmt.Sprintf(`{"n":%d}`, i)), nil)
+		seq, err := st.Append(ctx, "a1", session.KindStatus, []byte(fmt.Sprintf(`{"n":%d}`, i)), nil, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,7 +143,7 @@ func testAppend(t *testing.T, st session.Store) {
 	if s, _ := st.Get(ctx, "a1"); s.LastSeq != 25 {
 		t.Fatalf("last seq %d, want 25", s.LastSeq)
 	}
-	if _, err := st.Append(ctx, "ghost", session.KindStatus, []byte(`{}`), nil); !errors.Is(err, session.ErrNotFound) {
+	if _, err := st.Append(ctx, "ghost", session.KindStatus, []byte(`{}`), nil, 0); !errors.Is(err, session.ErrNotFound) {
 		t.Fatalf("append to a missing session: %v, want ErrNotFound", err)
 	}
 }
@@ -151,7 +155,7 @@ func testRelayOnce(t *testing.T, st session.Store) {
 	}
 	app := func(relay string, seq int64) int64 {
 		t.Helper()
-		n, err := st.Append(ctx, "r1", session.KindAgent, []byte(fmt.Sprintf(`{"relay":%q,"seq":%d}`, relay, seq)), &session.Cursor{RelayID: relay, Seq: seq})
+		n, err := st.Append(ctx, "r1", session.KindAgent, []byte(fmt.Sprintf(`{"relay":%q,"seq":%d}`, relay, seq)), &session.Cursor{RelayID: relay, Seq: seq}, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -181,7 +185,7 @@ func testRelayOnce(t *testing.T, st session.Store) {
 		go func() {
 			defer wg.Done()
 			for seq := int64(2); seq <= 40; seq++ {
-				if _, err := st.Append(ctx, "r1", session.KindAgent, []byte(`{}`), &session.Cursor{RelayID: "r_b", Seq: seq}); err != nil {
+				if _, err := st.Append(ctx, "r1", session.KindAgent, []byte(`{}`), &session.Cursor{RelayID: "r_b", Seq: seq}, 0); err != nil {
 					t.Error(err)
 				}
 			}
@@ -191,6 +195,9 @@ func testRelayOnce(t *testing.T, st session.Store) {
 	evs, err := st.Read(ctx, "r1", 0, 1000, 0)
 	if err != nil || len(evs) != 43 {
 		t.Fatalf("%d events after concurrent appends, want 43: %v", len(evs), err)
+	}
+	if last := evs[len(evs)-1]; last.From == nil || last.From.RelayID != "r_b" || last.From.Seq != 40 {
+		t.Fatalf("last event's relay cursor %+v, want r_b/40", last.From)
 	}
 }
 
@@ -208,7 +215,7 @@ func testBlock(t *testing.T, st session.Store) {
 		got <- evs
 	}()
 	time.Sleep(50 * time.Millisecond) // let the reader block first; it must be woken
-	if _, err := st.Append(ctx, "b1", session.KindStatus, []byte(`{"x":1}`), nil); err != nil {
+	if _, err := st.Append(ctx, "b1", session.KindStatus, []byte(`{"x":1}`), nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -244,15 +251,33 @@ func testUsage(t *testing.T, st session.Store) {
 	if _, _, err := st.CreateForThread(ctx, newSession("c1", "web:c")); err != nil {
 		t.Fatal(err)
 	}
+	day := time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)
+	turn := session.Usage{Turns: 1, InputTokens: 100, OutputTokens: 10, CostUSD: 0.25, DurationMS: 1000}
 	for i := 0; i < 3; i++ {
-		if err := st.AddUsage(ctx, "c1", session.Usage{Turns: 1, InputTokens: 100, OutputTokens: 10, CostUSD: 0.25, DurationMS: 1000}); err != nil {
+		if err := st.AddUsage(ctx, "c1", turn, "web:alice", "web", day); err != nil {
 			t.Fatal(err)
 		}
 	}
+	if err := st.AddUsage(ctx, "c1", turn, "web:bob", "web", day.Add(24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 	s, _ := st.Get(ctx, "c1")
-	want := session.Usage{Turns: 3, InputTokens: 300, OutputTokens: 30, CostUSD: 0.75, DurationMS: 3000}
+	want := session.Usage{Turns: 4, InputTokens: 400, OutputTokens: 40, CostUSD: 1, DurationMS: 4000}
 	if s.Usage != want {
-		t.Fatalf("usage %+v, want %+v", s.Usage, want)
+		t.Fatalf("session usage %+v, want %+v", s.Usage, want)
+	}
+	for _, c := range []struct {
+		scope, key string
+		day        time.Time
+		turns      int64
+	}{
+		{"user", "web:alice", day, 3}, {"user", "web:bob", day, 0}, {"user", "web:bob", day.Add(24 * time.Hour), 1},
+		{"channel", "web", day, 3}, {"all", "", day, 3}, {"all", "", day.Add(24 * time.Hour), 1},
+	} {
+		u, err := st.UsageOn(ctx, c.scope, c.key, c.day)
+		if err != nil || u.Turns != c.turns || (c.turns > 0 && u.CostUSD != 0.25*float64(c.turns)) {
+			t.Fatalf("usage of %s %s on %s: %+v %v, want %d turns", c.scope, c.key, c.day.Format(time.DateOnly), u, err, c.turns)
+		}
 	}
 }
 
@@ -261,7 +286,7 @@ func testDelete(t *testing.T, st session.Store) {
 	if _, _, err := st.CreateForThread(ctx, newSession("d1", "web:d")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Append(ctx, "d1", session.KindStatus, []byte(`{}`), nil); err != nil {
+	if _, err := st.Append(ctx, "d1", session.KindStatus, []byte(`{}`), nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Delete(ctx, "d1"); err != nil {
@@ -283,5 +308,241 @@ func testDelete(t *testing.T, st session.Store) {
 	}
 	if s, err := st.ByThread(ctx, "web:d"); err != nil || s.ID != "d2" {
 		t.Fatalf("deleting an old session took the thread from the new one: %+v %v", s, err)
+	}
+}
+
+func testTransitions(t *testing.T, st session.Store) {
+	ctx := bg(t)
+	if _, _, err := st.CreateForThread(ctx, newSession("m1", "web:m")); err != nil {
+		t.Fatal(err)
+	}
+	move := func(to session.State, cause string) (session.State, error) {
+		return st.Transition(ctx, "m1", to, session.AllowedFrom(to), cause, 0)
+	}
+	for _, step := range []struct {
+		to    session.State
+		cause string
+		from  session.State
+	}{
+		{session.StateStarting, "creating a sandbox", session.StateNew},
+		{session.StateIdle, "sandbox ready", session.StateStarting},
+		{session.StateRunning, "prompt p1", session.StateIdle},
+		{session.StateIdle, "turn ended", session.StateRunning},
+	} {
+		from, err := move(step.to, step.cause)
+		if err != nil || from != step.from {
+			t.Fatalf("%s -> %s: from %q, %v", step.from, step.to, from, err)
+		}
+	}
+	// Moving to the current state changes nothing and records nothing.
+	if from, err := move(session.StateIdle, "again"); err != nil || from != session.StateIdle {
+		t.Fatalf("idle -> idle: %q %v", from, err)
+	}
+	// An illegal move is refused and leaves the state alone.
+	if _, err := move(session.StateNew, "back to new"); !errors.Is(err, session.ErrIllegalTransition) {
+		t.Fatalf("idle -> new: %v, want ErrIllegalTransition", err)
+	}
+	if _, err := st.Transition(ctx, "m1", session.StateRunning, []session.State{session.StateStopped}, "not from idle", 0); !errors.Is(err, session.ErrIllegalTransition) {
+		t.Fatalf("a move not allowed from the current state: %v", err)
+	}
+	s, _ := st.Get(ctx, "m1")
+	if s.State != session.StateIdle || s.StateAt.IsZero() {
+		t.Fatalf("state %q at %v", s.State, s.StateAt)
+	}
+	trs, err := st.Transitions(ctx, "m1")
+	if err != nil || len(trs) != 4 {
+		t.Fatalf("%d transitions recorded, want 4: %v", len(trs), err)
+	}
+	if trs[0].From != session.StateRunning || trs[0].To != session.StateIdle || trs[0].Cause != "turn ended" || trs[0].At.IsZero() {
+		t.Fatalf("newest transition %+v", trs[0])
+	}
+	if trs[3].Cause != "creating a sandbox" {
+		t.Fatalf("oldest transition %+v", trs[3])
+	}
+	if _, err := st.Transition(ctx, "ghost", session.StateIdle, session.AllowedFrom(session.StateIdle), "x", 0); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("moving a missing session: %v", err)
+	}
+}
+
+func testLeases(t *testing.T, st session.Store) {
+	ctx := bg(t)
+	if _, _, err := st.CreateForThread(ctx, newSession("l1", "web:l")); err != nil {
+		t.Fatal(err)
+	}
+	ttl := 300 * time.Millisecond
+	fa, err := st.AcquireLease(ctx, "l1", "replica-a", ttl)
+	if err != nil || fa <= 0 {
+		t.Fatalf("first lease: %d %v", fa, err)
+	}
+	if fb, err := st.AcquireLease(ctx, "l1", "replica-b", ttl); err != nil || fb != 0 {
+		t.Fatalf("second replica got %d %v while the lease is held", fb, err)
+	}
+	if again, err := st.AcquireLease(ctx, "l1", "replica-a", ttl); err != nil || again != fa {
+		t.Fatalf("the holder acquiring again: %d %v, want its fence %d", again, err, fa)
+	}
+	if free, err := st.Unleased(ctx, []string{"l1", "l-none"}); err != nil || len(free) != 1 || free[0] != "l-none" {
+		t.Fatalf("unleased %v %v", free, err)
+	}
+	// Fenced writes by the holder pass.
+	if _, err := st.Append(ctx, "l1", session.KindStatus, []byte(`{}`), nil, fa); err != nil {
+		t.Fatalf("holder's fenced append: %v", err)
+	}
+	// Renewal keeps it past the ttl.
+	for i := 0; i < 4; i++ {
+		time.Sleep(ttl / 2)
+		if ok, err := st.RenewLease(ctx, "l1", "replica-a", fa, ttl); err != nil || !ok {
+			t.Fatalf("renewal %d: %v %v", i, ok, err)
+		}
+	}
+	if fb, _ := st.AcquireLease(ctx, "l1", "replica-b", ttl); fb != 0 {
+		t.Fatal("a renewed lease was taken")
+	}
+	// Left to expire, it passes to another replica with a higher fence...
+	time.Sleep(ttl + 100*time.Millisecond)
+	fb, err := st.AcquireLease(ctx, "l1", "replica-b", ttl)
+	if err != nil || fb <= fa {
+		t.Fatalf("after expiry: fence %d %v, want more than %d", fb, err, fa)
+	}
+	// ...and the old holder can no longer write or renew.
+	if _, err := st.Append(ctx, "l1", session.KindStatus, []byte(`{}`), nil, fa); !errors.Is(err, session.ErrLeaseLost) {
+		t.Fatalf("stale fenced append: %v, want ErrLeaseLost", err)
+	}
+	if err := st.Update(ctx, "l1", session.Update{PreviewURL: new(string)}, fa); !errors.Is(err, session.ErrLeaseLost) {
+		t.Fatalf("stale fenced update: %v, want ErrLeaseLost", err)
+	}
+	if _, err := st.Transition(ctx, "l1", session.StateStarting, session.AllowedFrom(session.StateStarting), "x", fa); !errors.Is(err, session.ErrLeaseLost) {
+		t.Fatalf("stale fenced transition: %v, want ErrLeaseLost", err)
+	}
+	if ok, err := st.RenewLease(ctx, "l1", "replica-a", fa, ttl); err != nil || ok {
+		t.Fatalf("stale renewal: %v %v", ok, err)
+	}
+	// Unfenced writes (a user's prompt) still go in.
+	if _, err := st.Append(ctx, "l1", session.KindPrompt, []byte(`{}`), nil, 0); err != nil {
+		t.Fatalf("unfenced append: %v", err)
+	}
+	if err := st.ReleaseLease(ctx, "l1", "replica-a", fa); err != nil {
+		t.Fatal(err)
+	}
+	if free, _ := st.Unleased(ctx, []string{"l1"}); len(free) != 0 {
+		t.Fatal("a stale holder released the new holder's lease")
+	}
+	if err := st.ReleaseLease(ctx, "l1", "replica-b", fb); err != nil {
+		t.Fatal(err)
+	}
+	if free, _ := st.Unleased(ctx, []string{"l1"}); len(free) != 1 {
+		t.Fatal("a released lease is still held")
+	}
+	if _, err := st.AcquireLease(ctx, "ghost", "replica-a", ttl); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("lease on a missing session: %v", err)
+	}
+}
+
+func testActive(t *testing.T, st session.Store) {
+	ctx := bg(t)
+	for _, id := range []string{"x1", "x2"} {
+		if _, _, err := st.CreateForThread(ctx, newSession(id, "web:"+id)); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.SetActive(ctx, id, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.SetActive(ctx, "x1", false); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := st.Active(ctx)
+	if err != nil || len(ids) != 1 || ids[0] != "x2" {
+		t.Fatalf("active %v %v", ids, err)
+	}
+}
+
+func testInbox(t *testing.T, st session.Store) {
+	ctx := bg(t)
+	if _, _, err := st.CreateForThread(ctx, newSession("q1", "web:q")); err != nil {
+		t.Fatal(err)
+	}
+	watch, stop := st.WatchInbox(ctx, "q1")
+	defer stop()
+	var entries []string
+	for i, text := range []string{"first", "second", "third"} {
+		p := session.Prompt{ID: fmt.Sprintf("p%d", i), User: "web:alice", Text: text}
+		entry, ahead, seq, err := st.Enqueue(ctx, "q1", p, []byte(fmt.Sprintf(`{"id":"p%d"}`, i)))
+		if err != nil || ahead != i || seq != int64(i+1) || entry == "" {
+			t.Fatalf("enqueue %d: entry %q ahead %d seq %d %v", i, entry, ahead, seq, err)
+		}
+		entries = append(entries, entry)
+	}
+	select {
+	case <-watch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("enqueueing did not wake the inbox's watcher")
+	}
+	evs, _ := st.Read(ctx, "q1", 0, 10, 0)
+	if len(evs) != 3 || evs[0].Kind != session.KindPrompt || string(evs[2].Data) != `{"id":"p2"}` {
+		t.Fatalf("prompt events %+v", evs)
+	}
+	// Taking the first: the others are ahead of nothing but each other.
+	done := entries[0]
+	if err := st.Update(ctx, "q1", session.Update{InboxDone: &done}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := st.Cancel(ctx, "q1", "p0"); err != nil || ok {
+		t.Fatalf("cancelling a taken prompt: %v %v", ok, err)
+	}
+	if ok, err := st.Cancel(ctx, "q1", "p1"); err != nil || !ok {
+		t.Fatalf("cancelling a waiting prompt: %v %v", ok, err)
+	}
+	if ok, _ := st.Cancel(ctx, "q1", "nope"); ok {
+		t.Fatal("cancelled an unknown prompt")
+	}
+	got, err := st.Inbox(ctx, "q1", done)
+	if err != nil || len(got) != 2 || got[0].Prompt.ID != "p1" || !got[0].Cancelled || got[1].Cancelled || got[1].Prompt.Text != "third" || got[1].Prompt.User != "web:alice" {
+		t.Fatalf("inbox after the first: %+v %v", got, err)
+	}
+	if _, ahead, _, _ := st.Enqueue(ctx, "q1", session.Prompt{ID: "p3", Text: "fourth"}, []byte(`{}`)); ahead != 2 {
+		t.Fatalf("a new prompt has %d ahead, want 2", ahead)
+	}
+	s, _ := st.Get(ctx, "q1")
+	if s.InboxDone != done {
+		t.Fatalf("inbox position %q, want %q", s.InboxDone, done)
+	}
+}
+
+func testClose(t *testing.T, st session.Store) {
+	ctx := bg(t)
+	if _, _, err := st.CreateForThread(ctx, newSession("z1", "web:z")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Append(ctx, "z1", session.KindStatus, []byte(`{}`), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetActive(ctx, "z1", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(ctx, "z1", 400*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	s, err := st.Get(ctx, "z1")
+	if err != nil || s.State != session.StateClosed {
+		t.Fatalf("closed session: %+v %v", s, err)
+	}
+	if _, err := st.ByThread(ctx, "web:z"); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("the thread still names a closed session: %v", err)
+	}
+	if ids, _ := st.Active(ctx); len(ids) != 0 {
+		t.Fatalf("a closed session is active: %v", ids)
+	}
+	if evs, _ := st.Read(ctx, "z1", 0, 10, 0); len(evs) != 1 {
+		t.Fatal("a closed session's log is gone before its retention")
+	}
+	time.Sleep(600 * time.Millisecond)
+	if _, err := st.Get(ctx, "z1"); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("a closed session outlived its retention: %v", err)
+	}
+	if evs, _ := st.Read(ctx, "z1", 0, 10, 0); len(evs) != 0 {
+		t.Fatal("a closed session's log outlived its retention")
+	}
+	if all, _ := st.List(ctx); len(all) != 0 {
+		t.Fatalf("list still shows an expired session: %d", len(all))
 	}
 }
