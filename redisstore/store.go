@@ -86,16 +86,16 @@ func Open(url string) (*redis.Client, error) {
 func (s *Store) key(id, suffix string) string {
 	return s.cfg.Prefix + "s:{" + id + "}" + suffix
 }
-func (s *Store) sessionKey(id string) string   { return s.key(id, "") }
-func (s *Store) eventsKey(id string) string    { return s.key(id, ":ev") }
-func (s *Store) transKey(id string) string     { return s.key(id, ":tr") }
-func (s *Store) leaseKey(id string) string     { return s.key(id, ":lease") }
-func (s *Store) inboxKey(id string) string     { return s.key(id, ":in") }
-func (s *Store) cancelKey(id string) string    { return s.key(id, ":cancel") }
-func (s *Store) threadKey(t string) string     { return s.cfg.Prefix + "t:" + t }
-func (s *Store) indexKey() string              { return s.cfg.Prefix + "sessions" }
-func (s *Store) activeKey() string             { return s.cfg.Prefix + "active" }
-func (s *Store) notifyChannel() string         { return s.cfg.Prefix + "notify" }
+func (s *Store) sessionKey(id string) string { return s.key(id, "") }
+func (s *Store) eventsKey(id string) string  { return s.key(id, ":ev") }
+func (s *Store) transKey(id string) string   { return s.key(id, ":tr") }
+func (s *Store) leaseKey(id string) string   { return s.key(id, ":lease") }
+func (s *Store) inboxKey(id string) string   { return s.key(id, ":in") }
+func (s *Store) cancelKey(id string) string  { return s.key(id, ":cancel") }
+func (s *Store) threadKey(t string) string   { return s.cfg.Prefix + "t:" + t }
+func (s *Store) indexKey() string            { return s.cfg.Prefix + "sessions" }
+func (s *Store) activeKey() string           { return s.cfg.Prefix + "active" }
+func (s *Store) notifyChannel() string       { return s.cfg.Prefix + "notify" }
 func (s *Store) usageKey(day, scope, k string) string {
 	return s.cfg.Prefix + "u:" + day + ":" + scope + ":" + k
 }

@@ -200,8 +200,8 @@ type serverFrame struct {
 	// ack, error
 	ID        string `json:"id"`
 	Duplicate bool   `json:"duplicate"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Code      string `json:"code"`
+	Message   string `json:"message"`
 }
 
 type ackFrame struct {

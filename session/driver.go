@@ -24,10 +24,10 @@ type driver struct {
 	id  string
 	log *slog.Logger
 
-	wakeCh  chan struct{}   // the inbox may have news
-	turnCh  chan struct{}   // a turn ended
-	quitCh  chan struct{}   // quit was called
-	lostCh  chan struct{}   // the lease was lost
+	wakeCh  chan struct{}    // the inbox may have news
+	turnCh  chan struct{}    // a turn ended
+	quitCh  chan struct{}    // quit was called
+	lostCh  chan struct{}    // the lease was lost
 	stopCh  chan stopRequest // stop the sandbox, from another goroutine
 	quitOne sync.Once
 	lostOne sync.Once

@@ -360,4 +360,3 @@ func TestAttachedRelaysAreKilledByTheNextProvider(t *testing.T) {
 		t.Fatalf("state %s", got.State)
 	}
 }
-
