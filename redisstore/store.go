@@ -538,22 +538,22 @@ func (s *Store) ReleaseLease(ctx context.Context, id, owner string, fence int64)
 	return wrap("release lease on "+id, err)
 }
 
-// Unleased implements session.Store.
-func (s *Store) Unleased(ctx context.Context, ids []string) ([]string, error) {
-	cmds := make([]*redis.IntCmd, len(ids))
+// LeaseHolders implements session.Store.
+func (s *Store) LeaseHolders(ctx context.Context, ids []string) ([]string, error) {
+	cmds := make([]*redis.StringCmd, len(ids))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
-			cmds[i] = p.Exists(ctx, s.leaseKey(id))
+			cmds[i] = p.Get(ctx, s.leaseKey(id))
 		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, wrap("check leases", err)
 	}
-	var out []string
+	out := make([]string, len(ids))
 	for i, c := range cmds {
-		if c.Val() == 0 {
-			out = append(out, ids[i])
+		if v, err := c.Result(); err == nil {
+			out[i], _, _ = strings.Cut(v, "|")
 		}
 	}
 	return out, nil

@@ -166,13 +166,17 @@ func (m *Manager) takeOver(ctx context.Context) {
 	m.mu.Lock()
 	ids = slices.DeleteFunc(ids, func(id string) bool { _, ok := m.drivers[id]; return ok })
 	m.mu.Unlock()
-	free, err := m.store.Unleased(ctx, ids)
+	holders, err := m.store.LeaseHolders(ctx, ids)
 	if err != nil {
 		return
 	}
-	for _, id := range free {
-		m.log.Info("taking over a session no replica drives", "session_id", id)
-		m.startDriver(id)
+	for i, id := range ids {
+		// A lease in this replica's own name with no driver here is an earlier run's of this
+		// replica (restarted with the same NIGHTONA_REPLICA_ID): no need to wait for it.
+		if holders[i] == "" || holders[i] == m.cfg.ReplicaID {
+			m.log.Info("taking over a session no replica drives", "session_id", id)
+			m.startDriver(id)
+		}
 	}
 }
 
@@ -386,7 +390,7 @@ func (m *Manager) CancelPrompt(ctx context.Context, thread, promptID, user strin
 	if err != nil || !ok {
 		return false, err
 	}
-	if _, err := m.store.Append(ctx, sess.ID, KindStatus, mustJSON(Status{Stage: StagePromptCancelled,
+	if _, err := m.store.Append(ctx, sess.ID, KindStatus, mustJSON(Status{Stage: StagePromptCancelled, PromptID: promptID,
 		Message: "A queued prompt was cancelled by " + user + "."}), nil, 0); err != nil {
 		m.log.Warn("could not log a cancellation", "err", err)
 	}

@@ -102,6 +102,8 @@ type Status struct {
 	Stage   string `json:"stage"`
 	Message string `json:"message"`
 	URL     string `json:"url,omitempty"`
+	// PromptID names the prompt a status is about (a cancelled one).
+	PromptID string `json:"prompt_id,omitempty"`
 }
 
 // Status stages.

@@ -50,8 +50,8 @@ type Store interface {
 	RenewLease(ctx context.Context, id, owner string, fence int64, ttl time.Duration) (bool, error)
 	// ReleaseLease gives a held lease up.
 	ReleaseLease(ctx context.Context, id, owner string, fence int64) error
-	// Unleased returns those of ids that no replica holds a lease on.
-	Unleased(ctx context.Context, ids []string) ([]string, error)
+	// LeaseHolders returns, for each of ids, the replica holding its lease ("" for none).
+	LeaseHolders(ctx context.Context, ids []string) ([]string, error)
 	// Active returns the sessions marked active (a sandbox up or coming up).
 	Active(ctx context.Context) ([]string, error)
 	// SetActive marks the session active or not.

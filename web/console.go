@@ -39,6 +39,7 @@ type Sessions interface {
 	Submit(ctx context.Context, thread, user, text string) (*session.Submitted, error)
 	Interrupt(ctx context.Context, thread string) error
 	Decide(ctx context.Context, thread, requestID, user string, allow bool, message string) error
+	CancelPrompt(ctx context.Context, thread, promptID, user string) (bool, error)
 	Session(ctx context.Context, thread string) (*session.Session, error)
 	Get(ctx context.Context, id string) (*session.Session, error)
 	Events(ctx context.Context, id string, after int64, max int, block time.Duration) ([]session.Event, error)
@@ -128,6 +129,7 @@ func (c *Console) Mount(r chi.Router) {
 		r.Post("/api/threads/{thread}/prompts", handle(c.log, c.prompt))
 		r.Post("/api/threads/{thread}/interrupt", handle(c.log, c.interrupt))
 		r.Post("/api/threads/{thread}/permissions/{request}", handle(c.log, c.decide))
+		r.Post("/api/threads/{thread}/prompts/{prompt}/cancel", handle(c.log, c.cancelPrompt))
 		r.Get("/api/threads/{thread}/events", c.follow)
 	})
 }
@@ -215,6 +217,8 @@ func handle(log *slog.Logger, h func(http.ResponseWriter, *http.Request) error) 
 			ae = &apiError{http.StatusRequestEntityTooLarge, "prompt_too_large", "Your prompt is too long: " + strings.TrimPrefix(err.Error(), session.ErrPromptTooLarge.Error()+": ") + ". Shorten it or split it into several messages."}
 		case errors.Is(err, session.ErrEmptyPrompt):
 			ae = &apiError{http.StatusBadRequest, "empty_prompt", "The prompt is empty."}
+		case errors.Is(err, session.ErrStoreDown):
+			ae = &apiError{http.StatusServiceUnavailable, "store_down", "Nightona can't reach its session store (Redis) right now, so this was not done. It usually comes back within a minute: try again then."}
 		case errors.Is(err, session.ErrUnavailable):
 			ae = &apiError{http.StatusServiceUnavailable, "unavailable", strings.TrimPrefix(err.Error(), session.ErrUnavailable.Error()+": ")}
 		case errors.Is(err, session.ErrForbidden):
@@ -314,7 +318,7 @@ func (c *Console) prompt(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{
-		"session_id": sub.Session.ID, "prompt_id": sub.PromptID, "seq": sub.Seq, "queued": sub.Queued,
+		"session_id": sub.Session.ID, "prompt_id": sub.PromptID, "seq": sub.Seq, "queued": sub.Queued, "ahead": sub.Ahead,
 	})
 	return nil
 }
@@ -351,6 +355,25 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := c.s.Decide(r.Context(), t, chi.URLParam(r, "request"), c.cfg.User, body.Behavior == "allow", body.Message); err != nil {
 		return err
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{})
+	return nil
+}
+
+func (c *Console) cancelPrompt(w http.ResponseWriter, r *http.Request) error {
+	t, err := threadParam(r)
+	if err != nil {
+		return err
+	}
+	if err := decodeBody(r, &struct{}{}); err != nil {
+		return err
+	}
+	ok, err := c.s.CancelPrompt(r.Context(), t, chi.URLParam(r, "prompt"), c.cfg.User)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &apiError{http.StatusConflict, "not_waiting", "This prompt is no longer waiting: Claude has taken it already."}
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{})
 	return nil

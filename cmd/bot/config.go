@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +32,11 @@ type config struct {
 	PermissionMode string
 	MaxPromptBytes int
 	DrainTimeout   time.Duration
+	LeaseTTL       time.Duration
+	IdleTimeout    time.Duration
+	Retention      time.Duration
+	ReplicaID      string
+	Detach         bool
 	LogLevel       slog.Level
 	LogFormat      string
 	DaytonaKey     string
@@ -106,13 +112,53 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		}
 		c.MaxPromptBytes = n
 	}
-	c.DrainTimeout = 30 * time.Second
-	if v := getenv("NIGHTONA_DRAIN_TIMEOUT"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			errs = append(errs, fmt.Errorf("NIGHTONA_DRAIN_TIMEOUT must be a duration like 30s, not %q", v))
+	durations := []struct {
+		name string
+		dst  *time.Duration
+		def  time.Duration
+		off  bool // "off" is allowed, meaning never
+	}{
+		{"NIGHTONA_DRAIN_TIMEOUT", &c.DrainTimeout, 30 * time.Second, false},
+		{"NIGHTONA_LEASE_TTL", &c.LeaseTTL, 15 * time.Second, false},
+		{"NIGHTONA_IDLE_TIMEOUT", &c.IdleTimeout, 30 * time.Minute, true},
+		{"NIGHTONA_CLOSED_RETENTION", &c.Retention, 7 * 24 * time.Hour, false},
+	}
+	for _, d := range durations {
+		*d.dst = d.def
+		v := getenv(d.name)
+		switch {
+		case v == "":
+		case v == "off" && d.off:
+			*d.dst = -1
+		default:
+			n, err := time.ParseDuration(v)
+			if err != nil || n <= 0 {
+				errs = append(errs, fmt.Errorf("%s must be a duration like 30s or 2h%s, not %q", d.name, map[bool]string{true: " (or off)"}[d.off], v))
+			}
+			*d.dst = n
 		}
-		c.DrainTimeout = d
+	}
+	if c.LeaseTTL < time.Second {
+		errs = append(errs, errors.New("NIGHTONA_LEASE_TTL must be at least 1s"))
+	}
+	c.ReplicaID = getenv("NIGHTONA_REPLICA_ID")
+	if c.ReplicaID == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		c.ReplicaID = fmt.Sprintf("%s-%d-%x", host, os.Getpid(), b)
+	}
+	// Local sandboxes outlive the bot when sessions do (an outside Redis): a restarted bot, or
+	// another replica, then carries their turns on.
+	c.Detach = c.RedisURL != ""
+	switch v := getenv("NIGHTONA_LOCAL_DETACH"); v {
+	case "":
+	case "1", "true", "yes":
+		c.Detach = true
+	case "0", "false", "no":
+		c.Detach = false
+	default:
+		errs = append(errs, fmt.Errorf("NIGHTONA_LOCAL_DETACH must be true or false, not %q", v))
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(or(getenv("NIGHTONA_LOG_LEVEL"), "info"))); err != nil {
 		errs = append(errs, fmt.Errorf("NIGHTONA_LOG_LEVEL must be debug, info, warn or error"))

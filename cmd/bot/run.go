@@ -73,6 +73,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cancel()
 	store := redisstore.New(rdb, redisstore.Config{Prefix: cfg.RedisPrefix})
+	defer store.Shutdown()
 
 	// Claude Code and the relay.
 	claude, claudeVersion, claudeProblem := findClaude(ctx, cfg, getenv)
@@ -118,7 +119,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	sandboxDir := filepath.Join(cfg.DataDir, "sandboxes")
 	provider, err := local.New(local.Config{
 		Dir: sandboxDir, RelayBinary: relayBin, Claude: claude, Template: cfg.Template,
-		PermissionMode: cfg.PermissionMode, DevCommand: cfg.DevCommand, Logger: log.With("component", "sandbox"),
+		PermissionMode: cfg.PermissionMode, DevCommand: cfg.DevCommand, Detached: cfg.Detach,
+		Logger: log.With("component", "sandbox"),
 	})
 	if err != nil {
 		return err
@@ -133,7 +135,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		PermissionMode:          cfg.PermissionMode,
 		SandboxEnv:              sandboxEnv,
 		DrainTimeout:            cfg.DrainTimeout,
-		StopSandboxesOnShutdown: true, // local sandboxes are children of this process
+		ReplicaID:               cfg.ReplicaID,
+		LeaseTTL:                cfg.LeaseTTL,
+		IdleTimeout:             cfg.IdleTimeout,
+		ClosedRetention:         cfg.Retention,
+		StopSandboxesOnShutdown: !cfg.Detach, // attached local sandboxes die with this process
 		Unavailable:             claudeProblem,
 		Metrics:                 session.NewMetrics(reg),
 		Admins:                  cfg.Admins,
@@ -340,10 +346,14 @@ func printConsoleLogin(cfg *config, cfgErr error, stdout io.Writer) error {
 	return nil
 }
 
-func banner(w io.Writer, _ *config, consoleURL string, model, redis, sandboxes string) {
+func banner(w io.Writer, cfg *config, consoleURL string, model, redis, sandboxes string) {
 	fmt.Fprintf(w, "Nightona %s is running.\n", version)
 	fmt.Fprintf(w, "  Web console: %s (open to this machine; `nightona console-login` prints a link for others)\n", consoleURL)
 	fmt.Fprintf(w, "  Model:       %s\n", model)
-	fmt.Fprintf(w, "  Sandboxes:   local, in %s\n", sandboxes)
+	mode := "stopped with the bot"
+	if cfg.Detach {
+		mode = "outlive the bot, for a restarted bot or another replica to carry on"
+	}
+	fmt.Fprintf(w, "  Sandboxes:   local, in %s (%s)\n", sandboxes, mode)
 	fmt.Fprintf(w, "  Redis:       %s\n", redis)
 }

@@ -137,6 +137,9 @@ type Redis struct {
 	bin  string
 	cmd  *exec.Cmd
 	port int
+	// persist keeps the data across Stop and Start (an append-only file, synced on every
+	// write), as a production Redis does.
+	persist bool
 }
 
 var (
@@ -154,7 +157,7 @@ func RedisURL(tb testing.TB) string {
 		return u
 	}
 	redisOnce.Do(func() {
-		shared, sharedErr = startRedis()
+		shared, sharedErr = startRedis(false)
 		if sharedErr == nil {
 			atExit(shared.stop)
 		}
@@ -169,7 +172,7 @@ func RedisURL(tb testing.TB) string {
 // test stops and restarts the server.
 func StartRedis(tb testing.TB) *Redis {
 	tb.Helper()
-	r, err := startRedis()
+	r, err := startRedis(false)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -177,7 +180,18 @@ func StartRedis(tb testing.TB) *Redis {
 	return r
 }
 
-func startRedis() (*Redis, error) {
+// StartPersistentRedis is StartRedis with the data kept across Stop and Start.
+func StartPersistentRedis(tb testing.TB) *Redis {
+	tb.Helper()
+	r, err := startRedis(true)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(r.stop)
+	return r
+}
+
+func startRedis(persist bool) (*Redis, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, errors.New("testenv: redis-server is not installed (apt-get install redis-server, or set NIGHTONA_TEST_REDIS_URL)")
@@ -190,7 +204,7 @@ func startRedis() (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, bin: bin, port: port}
+	r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, bin: bin, port: port, persist: persist}
 	if err := r.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -200,9 +214,13 @@ func startRedis() (*Redis, error) {
 
 // Start starts (or restarts) the server on its port.
 func (r *Redis) Start() error {
-	cmd := exec.Command(r.bin,
+	aof := []string{"--appendonly", "no"}
+	if r.persist {
+		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	cmd := exec.Command(r.bin, append([]string{
 		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.Dir)
+		"--save", "", "--dir", r.Dir}, aof...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return err

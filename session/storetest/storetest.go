@@ -380,8 +380,8 @@ func testLeases(t *testing.T, st session.Store) {
 	if again, err := st.AcquireLease(ctx, "l1", "replica-a", ttl); err != nil || again != fa {
 		t.Fatalf("the holder acquiring again: %d %v, want its fence %d", again, err, fa)
 	}
-	if free, err := st.Unleased(ctx, []string{"l1", "l-none"}); err != nil || len(free) != 1 || free[0] != "l-none" {
-		t.Fatalf("unleased %v %v", free, err)
+	if holders, err := st.LeaseHolders(ctx, []string{"l1", "l-none"}); err != nil || len(holders) != 2 || holders[0] != "replica-a" || holders[1] != "" {
+		t.Fatalf("lease holders %v %v", holders, err)
 	}
 	// Fenced writes by the holder pass.
 	if _, err := st.Append(ctx, "l1", session.KindStatus, []byte(`{}`), nil, fa); err != nil {
@@ -423,13 +423,13 @@ func testLeases(t *testing.T, st session.Store) {
 	if err := st.ReleaseLease(ctx, "l1", "replica-a", fa); err != nil {
 		t.Fatal(err)
 	}
-	if free, _ := st.Unleased(ctx, []string{"l1"}); len(free) != 0 {
+	if holders, _ := st.LeaseHolders(ctx, []string{"l1"}); holders[0] != "replica-b" {
 		t.Fatal("a stale holder released the new holder's lease")
 	}
 	if err := st.ReleaseLease(ctx, "l1", "replica-b", fb); err != nil {
 		t.Fatal(err)
 	}
-	if free, _ := st.Unleased(ctx, []string{"l1"}); len(free) != 1 {
+	if holders, _ := st.LeaseHolders(ctx, []string{"l1"}); holders[0] != "" {
 		t.Fatal("a released lease is still held")
 	}
 	if _, err := st.AcquireLease(ctx, "ghost", "replica-a", ttl); !errors.Is(err, session.ErrNotFound) {

@@ -841,8 +841,22 @@
   function setQueued(turn, queued) {
     if (!turn.userRow) return;
     if (queued && !turn.queuedEl) {
+      const cancel = turn.promptId
+        ? h('button', { class: 'link-btn', type: 'button', text: 'Cancel' })
+        : null;
       turn.queuedEl = h('div', { class: 'queued-note' }, icon('clock'),
-        h('span', { text: 'queued: Claude will take this after the current turn' }));
+        h('span', { text: 'queued: Claude will take this after the current turn' }), cancel);
+      if (cancel) {
+        cancel.addEventListener('click', async () => {
+          cancel.disabled = true;
+          try {
+            await api('POST', `${threadPath(app.current)}/prompts/${encodeURIComponent(turn.promptId)}/cancel`, {});
+          } catch (e) {
+            cancel.disabled = false;
+            cancel.textContent = e.message;
+          }
+        });
+      }
       turn.userRow.append(turn.queuedEl);
     } else if (!queued && turn.queuedEl) {
       turn.queuedEl.remove();
@@ -932,6 +946,7 @@
     const v = app.view;
     const queued = v.open.length > 0 || v.queuedIds.has(p.id);
     const turn = addTurn(p, time);
+    turn.promptId = p.id || '';
     if (queued && v.open[0] !== turn) setQueued(turn, true);
     if (p.id) v.promptTurns.set(p.id, turn);
     const t = findThread(app.current);
@@ -941,6 +956,16 @@
   const STAGE_ICONS = { sandbox_ready: 'check', sandbox_stopped: 'stop', output_gap: 'alert' };
 
   function onStatus(d) {
+    if (d.stage === 'prompt_cancelled' && d.prompt_id) {
+      const cancelled = app.view.promptTurns.get(String(d.prompt_id));
+      if (cancelled) {
+        setQueued(cancelled, false);
+        if (cancelled.userRow) cancelled.userRow.classList.add('cancelled');
+        if (cancelled.open) closeTurn(cancelled);
+        addLine(cancelled.body, String(d.message || 'Cancelled'), { icon: 'stop' });
+        return;
+      }
+    }
     const turn = currentTurn();
     const spin = SPINNING_STAGES.has(d.stage);
     const line = addLine(turn.body, String(d.message || d.stage || 'Status update'), {

@@ -1,0 +1,364 @@
+package session_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nightona/nightona/internal/fakeagent"
+	"github.com/nightona/nightona/internal/testenv"
+	"github.com/nightona/nightona/redisstore"
+	"github.com/nightona/nightona/session"
+	"github.com/nightona/nightona/sandbox/local"
+)
+
+// replica is one manager of a group that shares a Redis (by URL and prefix) and a folder of
+// detached local sandboxes, as bot replicas on one machine do.
+type replica struct {
+	*env
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type group struct {
+	url, prefix, dir string
+}
+
+func newGroup(t *testing.T, url string) *group {
+	return &group{url: url, prefix: testenv.Prefix(t), dir: t.TempDir()}
+}
+
+func (g *group) start(t *testing.T, name string, cfg session.Config) *replica {
+	t.Helper()
+	rdb, err := redisstore.Open(g.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	st := redisstore.New(rdb, redisstore.Config{Prefix: g.prefix})
+	t.Cleanup(st.Shutdown)
+	prov, err := local.New(local.Config{Dir: g.dir, RelayBinary: testenv.RelayBinary(t), Claude: os.Args[0],
+		Env: []string{fakeagent.EnvVar + "=1"}, Detached: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ReplicaID = name
+	if cfg.RelayReconnect == 0 {
+		cfg.RelayReconnect = time.Second
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = time.Second
+	}
+	mgr, err := session.NewManager(st, prov, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &replica{env: &env{store: st, provider: prov, mgr: mgr}, cancel: cancel, done: make(chan struct{})}
+	go func() { _ = mgr.Run(ctx); close(r.done) }()
+	r.stop = func() { cancel(); <-r.done }
+	t.Cleanup(func() {
+		r.stop()
+		// Detached relays outlive their managers: delete what the test made.
+		if boxes, err := prov.List(context.Background(), nil); err == nil {
+			for _, b := range boxes {
+				_ = prov.Delete(context.Background(), b.ID)
+			}
+		}
+	})
+	return r
+}
+
+// relaySeqsOnce checks that the log holds each relay event once, in the relay's order.
+func relaySeqsOnce(t *testing.T, evs []session.Event) {
+	t.Helper()
+	assertSeqs(t, evs)
+	last := map[string]int64{}
+	for _, ev := range evs {
+		if ev.From == nil {
+			continue
+		}
+		if prev, ok := last[ev.From.RelayID]; ok && ev.From.Seq != prev+1 {
+			t.Fatalf("relay %s event %d follows %d: a relay event is missing or twice in the log", ev.From.RelayID, ev.From.Seq, prev)
+		}
+		last[ev.From.RelayID] = ev.From.Seq
+	}
+}
+
+func TestStatesAreRecorded(t *testing.T) {
+	e := newEnv(t, session.Config{})
+	ctx := context.Background()
+	sub, err := e.mgr.Submit(ctx, "web:st", "web:a", "echo hi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor(t, sub.Session.ID, "the turn", results(1))
+	var trs []session.Transition
+	testenv.WaitFor(t, 5*time.Second, "the turn's end to be recorded", func() bool {
+		trs, _ = e.mgr.Transitions(ctx, sub.Session.ID)
+		return len(trs) > 0 && trs[0].To == session.StateIdle && trs[0].From == session.StateRunning
+	})
+	var path []string
+	for i := len(trs) - 1; i >= 0; i-- {
+		path = append(path, string(trs[i].From)+">"+string(trs[i].To))
+		if trs[i].Cause == "" || trs[i].At.IsZero() {
+			t.Fatalf("transition without cause or time: %+v", trs[i])
+		}
+	}
+	want := "new>starting starting>idle idle>running running>idle"
+	if got := strings.Join(path, " "); got != want {
+		t.Fatalf("transitions %q, want %q", got, want)
+	}
+}
+
+func TestCancelQueuedPrompt(t *testing.T) {
+	e := newEnv(t, session.Config{})
+	ctx := context.Background()
+	first, err := e.mgr.Submit(ctx, "web:cq", "web:a", "slow:10:40")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := first.Session.ID
+	e.waitFor(t, id, "the first turn to run", func(evs []session.Event) bool { return count(evs, session.KindAgent, "assistant") >= 1 })
+	second, err := e.mgr.Submit(ctx, "web:cq", "web:b", "echo second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	third, err := e.mgr.Submit(ctx, "web:cq", "web:a", "echo third")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !second.Queued || second.Ahead != 0 || third.Ahead != 1 {
+		t.Fatalf("queue positions: second %+v, third %+v", second, third)
+	}
+	// Someone else may not cancel web:b's prompt; web:b may.
+	if _, err := e.mgr.CancelPrompt(ctx, "web:cq", second.PromptID, "web:c"); !errors.Is(err, session.ErrForbidden) {
+		t.Fatalf("a stranger's cancel: %v", err)
+	}
+	if ok, err := e.mgr.CancelPrompt(ctx, "web:cq", second.PromptID, "web:b"); err != nil || !ok {
+		t.Fatalf("cancel: %v %v", ok, err)
+	}
+	evs := e.waitFor(t, id, "two turns", results(2))
+	time.Sleep(300 * time.Millisecond) // a cancelled prompt would run now
+	evs = e.events(t, id)
+	var ran []string
+	for _, ev := range evs {
+		if ev.Kind == session.KindAgent && field(ev.Data, "type") == "result" {
+			ran = append(ran, field(ev.Data, "result"))
+		}
+	}
+	if strings.Join(ran, ",") != "slow done,third" {
+		t.Fatalf("turns that ran: %v", ran)
+	}
+	if !containsStage(evs, session.StagePromptCancelled) {
+		t.Fatal("the cancellation is not in the log")
+	}
+	if ok, _ := e.mgr.CancelPrompt(ctx, "web:cq", third.PromptID, "web:a"); ok {
+		t.Fatal("cancelled a prompt that already ran")
+	}
+}
+
+func TestIdleSandboxStopsAndWakes(t *testing.T) {
+	e := newEnv(t, session.Config{IdleTimeout: 500 * time.Millisecond})
+	ctx := context.Background()
+	sub, err := e.mgr.Submit(ctx, "web:idle", "web:a", "echo before")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sub.Session.ID
+	e.waitFor(t, id, "the turn", results(1))
+	testenv.WaitFor(t, 10*time.Second, "the idle sandbox to stop", func() bool {
+		s, _ := e.store.Get(ctx, id)
+		return s.State == session.StateStopped
+	})
+	s, _ := e.store.Get(ctx, id)
+	sb, err := e.provider.Get(ctx, s.SandboxID)
+	if err != nil || sb.State != "stopped" {
+		t.Fatalf("sandbox after idle timeout: %+v %v", sb, err)
+	}
+	if !containsStage(e.events(t, id), session.StageSandboxStopped) {
+		t.Fatal("the user was not told the sandbox stopped")
+	}
+	if active, _ := e.store.Active(ctx); len(active) != 0 {
+		t.Fatalf("a stopped session is still active: %v", active)
+	}
+	if _, err := e.mgr.Submit(ctx, "web:idle", "web:a", "echo after"); err != nil {
+		t.Fatal(err)
+	}
+	evs := e.waitFor(t, id, "the turn after waking", results(2))
+	if !containsStage(evs, session.StageSandboxWaking) {
+		t.Fatal("waking the sandbox was not shown")
+	}
+	s2, _ := e.store.Get(ctx, id)
+	if s2.SandboxID != s.SandboxID || s2.ClaudeSessionID != s.ClaudeSessionID {
+		t.Fatalf("woke into sandbox %s / Claude session %s, want %s / %s", s2.SandboxID, s2.ClaudeSessionID, s.SandboxID, s.ClaudeSessionID)
+	}
+}
+
+func TestUsageByUserChannelAndDay(t *testing.T) {
+	e := newEnv(t, session.Config{})
+	ctx := context.Background()
+	for _, u := range []string{"slack:UANN", "slack:UBOB", "slack:UANN"} {
+		sub, err := e.mgr.Submit(ctx, "slack:T1:C9:1712345678.000100", u, "echo hi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.waitFor(t, sub.Session.ID, "a turn", func(evs []session.Event) bool {
+			return count(evs, session.KindAgent, "result") >= count(evs, session.KindPrompt, "")
+		})
+	}
+	today := time.Now()
+	ann, _ := e.mgr.Usage(ctx, "user", "slack:UANN", today)
+	bob, _ := e.mgr.Usage(ctx, "user", "slack:UBOB", today)
+	ch, _ := e.mgr.Usage(ctx, "channel", "slack:T1:C9", today)
+	if ann.Turns != 2 || bob.Turns != 1 || ch.Turns != 3 {
+		t.Fatalf("turns: ann %d, bob %d, channel %d; want 2, 1, 3", ann.Turns, bob.Turns, ch.Turns)
+	}
+}
+
+func TestCloseAndDestroy(t *testing.T) {
+	e := newEnv(t, session.Config{ClosedRetention: time.Hour})
+	ctx := context.Background()
+	sub, err := e.mgr.Submit(ctx, "web:end", "web:a", "echo hi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor(t, sub.Session.ID, "the turn", results(1))
+	s, _ := e.store.Get(ctx, sub.Session.ID)
+	if err := e.mgr.Close(ctx, "web:end", "web:stranger"); !errors.Is(err, session.ErrForbidden) {
+		t.Fatalf("a stranger closing: %v", err)
+	}
+	if err := e.mgr.Close(ctx, "web:end", "web:a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.provider.Get(ctx, s.SandboxID); err == nil {
+		t.Fatal("closing kept the sandbox")
+	}
+	if got, err := e.store.Get(ctx, s.ID); err != nil || got.State != session.StateClosed {
+		t.Fatalf("closed record: %+v %v", got, err)
+	}
+	// The thread starts afresh.
+	sub2, err := e.mgr.Submit(ctx, "web:end", "web:a", "echo again")
+	if err != nil || sub2.Session.ID == s.ID {
+		t.Fatalf("a prompt after close: %+v %v", sub2, err)
+	}
+	e.waitFor(t, sub2.Session.ID, "the new session's turn", results(1))
+	s2, _ := e.store.Get(ctx, sub2.Session.ID)
+	if err := e.mgr.Destroy(ctx, "web:end", "web:a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.Get(ctx, s2.ID); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("destroyed record: %v", err)
+	}
+	if evs, _ := e.store.Read(ctx, s2.ID, 0, 10, 0); len(evs) != 0 {
+		t.Fatal("a destroyed session's log is still there")
+	}
+	if _, err := e.provider.Get(ctx, s2.SandboxID); err == nil {
+		t.Fatal("destroying kept the sandbox")
+	}
+}
+
+// TestHandoverBetweenReplicas stops the replica that drives a streaming turn without letting
+// it finish: the other replica takes the session over and completes the turn from the relay,
+// and the log has every relay event once.
+func TestHandoverBetweenReplicas(t *testing.T) {
+	g := newGroup(t, testenv.RedisURL(t))
+	a := g.start(t, "replica-a", session.Config{DrainTimeout: time.Millisecond})
+	b := g.start(t, "replica-b", session.Config{})
+	ctx := context.Background()
+	sub, err := a.mgr.Submit(ctx, "web:ho", "web:a", "slow:40:50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sub.Session.ID
+	a.waitFor(t, id, "the turn to stream on a", func(evs []session.Event) bool { return count(evs, session.KindAgent, "assistant") >= 5 })
+	a.stop() // a leaves mid-turn; its sandbox keeps running
+	evs := b.waitFor(t, id, "b to complete the turn", results(1))
+	relaySeqsOnce(t, evs)
+	if n := count(evs, session.KindAgent, "assistant"); n != 40 {
+		t.Fatalf("%d of 40 lines of the turn in the log", n)
+	}
+	if n := count(evs, session.KindError, ""); n != 0 {
+		t.Fatalf("%d errors in a clean handover", n)
+	}
+	// b drives the session now: the next prompt runs there.
+	if _, err := b.mgr.Submit(ctx, "web:ho", "web:a", "echo on b"); err != nil {
+		t.Fatal(err)
+	}
+	b.waitFor(t, id, "a turn on b", results(2))
+}
+
+// TestLostLeaseStopsWriting takes a session's lease away from its driver (as if its replica
+// had stalled past the lease): the driver stops, the other replica carries on, and nothing is
+// logged twice.
+func TestLostLeaseStopsWriting(t *testing.T) {
+	g := newGroup(t, testenv.RedisURL(t))
+	a := g.start(t, "replica-a", session.Config{LeaseTTL: 10 * time.Second})
+	ctx := context.Background()
+	sub, err := a.mgr.Submit(ctx, "web:ll", "web:a", "slow:30:50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sub.Session.ID
+	a.waitFor(t, id, "the turn to stream", func(evs []session.Event) bool { return count(evs, session.KindAgent, "assistant") >= 3 })
+	// Steal the lease: delete it and take it as replica-b, whose manager then finds it held
+	// by itself and drives the session.
+	rdb, _ := redisstore.Open(g.url)
+	defer rdb.Close()
+	if err := rdb.Del(ctx, g.prefix+"s:{"+id+"}:lease").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if fence, err := a.store.AcquireLease(ctx, id, "replica-b", 10*time.Second); err != nil || fence < 2 {
+		t.Fatalf("steal: %d %v", fence, err)
+	}
+	b := g.start(t, "replica-b", session.Config{LeaseTTL: 10 * time.Second})
+	evs := b.waitFor(t, id, "the turn to complete", results(1))
+	relaySeqsOnce(t, evs)
+	if n := count(evs, session.KindAgent, "assistant"); n != 30 {
+		t.Fatalf("%d of 30 lines in the log", n)
+	}
+}
+
+// TestStoreOutageMidTurn stops Redis while a turn streams and starts it again: prompts are
+// refused clearly meanwhile, the turn's events are kept and logged once it is back, each once.
+func TestStoreOutageMidTurn(t *testing.T) {
+	rs := testenv.StartPersistentRedis(t)
+	g := newGroup(t, rs.URL())
+	r := g.start(t, "replica-a", session.Config{LeaseTTL: 30 * time.Second})
+	ctx := context.Background()
+	sub, err := r.mgr.Submit(ctx, "web:out", "web:a", "slow:60:50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sub.Session.ID
+	r.waitFor(t, id, "the turn to stream", func(evs []session.Event) bool { return count(evs, session.KindAgent, "assistant") >= 3 })
+	rs.Stop()
+	_, err = r.mgr.Submit(ctx, "web:out", "web:a", "echo while away")
+	if !errors.Is(err, session.ErrStoreDown) {
+		t.Fatalf("a prompt while Redis is away: %v, want ErrStoreDown", err)
+	}
+	if err := r.mgr.Ready(ctx); err == nil {
+		t.Fatal("ready while Redis is away")
+	}
+	time.Sleep(1500 * time.Millisecond) // the turn goes on; its events wait in the driver
+	if err := rs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	evs := r.waitFor(t, id, "the turn to be logged after the outage", results(1))
+	relaySeqsOnce(t, evs)
+	if n := count(evs, session.KindAgent, "assistant"); n != 60 {
+		t.Fatalf("%d of 60 lines of the turn in the log", n)
+	}
+	// And the session works on.
+	if _, err := r.mgr.Submit(ctx, "web:out", "web:a", "echo after"); err != nil {
+		t.Fatal(err)
+	}
+	evs = r.waitFor(t, id, "a turn after the outage", results(2))
+	var last map[string]any
+	_ = json.Unmarshal(evs[len(evs)-1].Data, &last)
+	relaySeqsOnce(t, evs)
+}
