@@ -12,8 +12,8 @@ import (
 	"github.com/nightona/nightona/internal/fakeagent"
 	"github.com/nightona/nightona/internal/testenv"
 	"github.com/nightona/nightona/redisstore"
-	"github.com/nightona/nightona/session"
 	"github.com/nightona/nightona/sandbox/local"
+	"github.com/nightona/nightona/session"
 )
 
 // replica is one manager of a group that shares a Redis (by URL and prefix) and a folder of
