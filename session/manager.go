@@ -138,7 +138,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.log.Warn("reconciling sandboxes failed; orphans may remain", "err", err)
 	}
 	m.takeOver(ctx)
-	t := time.NewTicker(m.cfg.LeaseTTL / 3)
+	// A dead replica's lease runs out at most LeaseTTL after its last renewal; looking ten
+	// times a period keeps the takeover close to that.
+	t := time.NewTicker(min(max(m.cfg.LeaseTTL/10, 100*time.Millisecond), time.Second))
 	defer t.Stop()
 	for done := false; !done; {
 		select {

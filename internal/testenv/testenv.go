@@ -96,38 +96,49 @@ func isExecutable(p string) bool {
 }
 
 var (
-	relayOnce sync.Once
-	relayPath string
-	relayErr  error
+	buildMu sync.Mutex
+	built   = map[string]string{}
 )
 
 // RelayBinary builds cmd/relay once per test process and returns the binary's path.
 func RelayBinary(tb testing.TB) string {
 	tb.Helper()
-	relayOnce.Do(func() {
-		root, err := moduleRoot()
-		if err != nil {
-			relayErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "nightona-relay-bin-")
-		if err != nil {
-			relayErr = err
-			return
-		}
-		atExit(func() { os.RemoveAll(dir) })
-		relayPath = filepath.Join(dir, "nightona-relay")
-		cmd := exec.Command("go", "build", "-o", relayPath, "./cmd/relay")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			relayErr = fmt.Errorf("build relay: %v\n%s", err, out)
-		}
-	})
-	if relayErr != nil {
-		tb.Fatal(relayErr)
+	return Binary(tb, "./cmd/relay", "nightona-relay")
+}
+
+// BotBinary builds cmd/bot once per test process and returns the binary's path.
+func BotBinary(tb testing.TB) string {
+	tb.Helper()
+	return Binary(tb, "./cmd/bot", "nightona")
+}
+
+// Binary builds the command package pkg (relative to the module root) once per test process,
+// statically, and returns the binary's path.
+func Binary(tb testing.TB, pkg, name string) string {
+	tb.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := built[pkg]; ok {
+		return p
 	}
-	return relayPath
+	root, err := moduleRoot()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "nightona-bin-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	atExit(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", path, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("build %s: %v\n%s", pkg, err, out)
+	}
+	built[pkg] = path
+	return path
 }
 
 // Redis is a redis-server started for the tests.
