@@ -83,6 +83,7 @@ func sharedEnv(t *testing.T, redisURL string) map[string]string {
 	env["ANTHROPIC_API_KEY"] = "test-key"
 	env["ANTHROPIC_BASE_URL"] = model.URL
 	env["REDIS_URL"] = redisURL
+	env["NIGHTONA_LOCAL_DETACH"] = "true"
 	env["NIGHTONA_LEASE_TTL"] = "2s"
 	env["NIGHTONA_LOG_LEVEL"] = "debug"
 	dir := env["NIGHTONA_DATA_DIR"]

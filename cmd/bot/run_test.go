@@ -64,7 +64,9 @@ func baseEnv(t *testing.T) map[string]string {
 		"NIGHTONA_CLAUDE":        testenv.Claude(t),
 		"NIGHTONA_RELAY_BIN":     testenv.RelayBinary(t),
 		"NIGHTONA_DRAIN_TIMEOUT": "20s",
-		"PATH":                   os.Getenv("PATH"),
+		// One bot per test: its sandboxes die with it (replicas_test.go detaches them).
+		"NIGHTONA_LOCAL_DETACH": "false",
+		"PATH":                  os.Getenv("PATH"),
 	}
 }
 
