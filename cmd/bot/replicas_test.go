@@ -87,17 +87,15 @@ func sharedEnv(t *testing.T, redisURL string) map[string]string {
 	env["NIGHTONA_LEASE_TTL"] = "2s"
 	env["NIGHTONA_LOG_LEVEL"] = "debug"
 	dir := env["NIGHTONA_DATA_DIR"]
-	t.Cleanup(func() { killRelays(dir) })
+	t.Cleanup(func() { killRelays(t, dir) })
 	return env
 }
 
-// killRelays kills what detached sandboxes left running when a test ends.
-func killRelays(dataDir string) {
-	boxes, _ := os.ReadDir(filepath.Join(dataDir, "sandboxes"))
-	for _, b := range boxes {
-		if pid, err := local.RelayPID(filepath.Join(dataDir, "sandboxes", b.Name())); err == nil && pid > 0 {
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
-		}
+// killRelays kills what detached sandboxes left running when a test ends: a provider with
+// attached relays, starting on the folder, kills everything its sandboxes run.
+func killRelays(t *testing.T, dataDir string) {
+	if _, err := local.New(local.Config{Dir: filepath.Join(dataDir, "sandboxes"), RelayBinary: testenv.RelayBinary(t)}); err != nil {
+		t.Errorf("clean up sandboxes: %v", err)
 	}
 }
 

@@ -115,6 +115,9 @@ func (p *Provider) startRelay(ctx context.Context, b *box) error {
 	if mode == "" {
 		mode = p.cfg.PermissionMode
 	}
+	// What an earlier relay of this sandbox left (a dev server holding its port, say) goes
+	// first: the new relay starts on a clean slate.
+	killLeftovers(markerEnv(b.id))
 	token := randomHex(32)
 	args := []string{
 		"-addr", "127.0.0.1:0",
