@@ -374,6 +374,10 @@ func (s *Store) Append(ctx context.Context, id string, kind string, data []byte,
 	if err != nil {
 		return 0, scriptError("append to session", id, err)
 	}
+	if seq > 0 {
+		// Followers in this process need not wait for the notification's round trip.
+		s.hub.notify("ev " + id)
+	}
 	return seq, nil
 }
 
@@ -483,63 +487,83 @@ func (s *Store) UsageOn(ctx context.Context, scope, key string, day time.Time) (
 	return decodeUsage(m), nil
 }
 
-// acquireScript takes or renews a lease.
+func (s *Store) heartbeatKey(replica string) string { return s.cfg.Prefix + "hb:" + replica }
+
+// Heartbeat implements session.Store.
+func (s *Store) Heartbeat(ctx context.Context, replica string, ttl time.Duration) error {
+	return wrap("heartbeat", s.rdb.Set(ctx, s.heartbeatKey(replica), time.Now().UnixMilli(), ttl).Err())
+}
+
+// acquireScript takes a lease that still has the value the caller saw (ARGV[2], "" for none),
+// so that two replicas taking over one dead replica's session cannot both win.
 //
-//	KEYS[1] session hash, KEYS[2] lease key; ARGV[1] owner, ARGV[2] ttl (ms)
+//	KEYS[1] session hash, KEYS[2] lease key; ARGV[1] owner, ARGV[2] the value seen
 //
-// It returns the fencing token, 0 when another owner holds the lease, -1 when the session does
-// not exist. A new lease increments the session's fence, which refuses the old holder's writes.
+// It returns the new fencing token, -1 when the session does not exist, -2 when the lease
+// changed meanwhile. The new fence refuses the old holder's writes.
 var acquireScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local cur = redis.call('GET', KEYS[2])
-if cur then
-  local sep = string.find(cur, '|', 1, true)
-  if string.sub(cur, 1, sep - 1) == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
-    return tonumber(string.sub(cur, sep + 1))
-  end
-  return 0
-end
+local cur = redis.call('GET', KEYS[2]) or ''
+if cur ~= ARGV[2] then return -2 end
 local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
-redis.call('SET', KEYS[2], ARGV[1] .. '|' .. fence, 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1] .. '|' .. fence)
 return fence`)
 
 // AcquireLease implements session.Store.
-func (s *Store) AcquireLease(ctx context.Context, id, owner string, ttl time.Duration) (int64, error) {
-	n, err := acquireScript.Run(ctx, s.rdb, []string{s.sessionKey(id), s.leaseKey(id)}, owner, ttl.Milliseconds()).Int64()
-	if err != nil {
-		return 0, wrap("acquire lease on "+id, err)
+func (s *Store) AcquireLease(ctx context.Context, id, owner string) (int64, error) {
+	for attempt := 0; attempt < 3; attempt++ {
+		cur, err := s.rdb.Get(ctx, s.leaseKey(id)).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return 0, wrap("acquire lease on "+id, err)
+		}
+		if cur != "" {
+			holder, fence := splitLease(cur)
+			if holder == owner {
+				return fence, nil
+			}
+			alive, err := s.rdb.Exists(ctx, s.heartbeatKey(holder)).Result()
+			if err != nil {
+				return 0, wrap("acquire lease on "+id, err)
+			}
+			if alive == 1 {
+				return 0, nil
+			}
+		}
+		n, err := acquireScript.Run(ctx, s.rdb, []string{s.sessionKey(id), s.leaseKey(id)}, owner, cur).Int64()
+		if err != nil {
+			return 0, wrap("acquire lease on "+id, err)
+		}
+		switch n {
+		case -1:
+			return 0, fmt.Errorf("acquire lease on %s: %w", id, session.ErrNotFound)
+		case -2:
+			continue // someone else moved first: look again
+		}
+		return n, nil
 	}
-	if n < 0 {
-		return 0, fmt.Errorf("acquire lease on %s: %w", id, session.ErrNotFound)
-	}
-	return n, nil
+	return 0, nil
 }
 
-// renewScript extends a lease held as ARGV[1] (owner|fence) by ARGV[2] ms; with ARGV[2] 0 it
-// releases it.
-var renewScript = redis.NewScript(`
+func splitLease(v string) (string, int64) {
+	owner, f, _ := strings.Cut(v, "|")
+	fence, _ := strconv.ParseInt(f, 10, 64)
+	return owner, fence
+}
+
+// releaseScript deletes KEYS[1] if it holds ARGV[1].
+var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+redis.call('DEL', KEYS[1])
 return 1`)
-
-// RenewLease implements session.Store.
-func (s *Store) RenewLease(ctx context.Context, id, owner string, fence int64, ttl time.Duration) (bool, error) {
-	n, err := renewScript.Run(ctx, s.rdb, []string{s.leaseKey(id)}, owner+"|"+strconv.FormatInt(fence, 10), max(ttl.Milliseconds(), 1)).Int()
-	if err != nil {
-		return false, wrap("renew lease on "+id, err)
-	}
-	return n == 1, nil
-}
 
 // ReleaseLease implements session.Store.
 func (s *Store) ReleaseLease(ctx context.Context, id, owner string, fence int64) error {
-	err := renewScript.Run(ctx, s.rdb, []string{s.leaseKey(id)}, owner+"|"+strconv.FormatInt(fence, 10), 0).Err()
+	err := releaseScript.Run(ctx, s.rdb, []string{s.leaseKey(id)}, owner+"|"+strconv.FormatInt(fence, 10)).Err()
 	return wrap("release lease on "+id, err)
 }
 
-// LeaseHolders implements session.Store.
-func (s *Store) LeaseHolders(ctx context.Context, ids []string) ([]string, error) {
+// Leases implements session.Store.
+func (s *Store) Leases(ctx context.Context, ids []string) ([]session.Lease, error) {
 	cmds := make([]*redis.StringCmd, len(ids))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
@@ -550,10 +574,28 @@ func (s *Store) LeaseHolders(ctx context.Context, ids []string) ([]string, error
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, wrap("check leases", err)
 	}
-	out := make([]string, len(ids))
+	out := make([]session.Lease, len(ids))
+	alive := map[string]*redis.IntCmd{}
 	for i, c := range cmds {
 		if v, err := c.Result(); err == nil {
-			out[i], _, _ = strings.Cut(v, "|")
+			out[i].Owner, out[i].Fence = splitLease(v)
+			alive[out[i].Owner] = nil
+		}
+	}
+	if len(alive) > 0 {
+		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for owner := range alive {
+				alive[owner] = p.Exists(ctx, s.heartbeatKey(owner))
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, wrap("check heartbeats", err)
+		}
+		for i := range out {
+			if c := alive[out[i].Owner]; c != nil {
+				out[i].Alive = c.Val() == 1
+			}
 		}
 	}
 	return out, nil
@@ -822,15 +864,13 @@ func (h *hub) watch(ctx context.Context, topic string) (<-chan struct{}, func())
 	}
 }
 
-// run keeps the subscription (go-redis resubscribes after a lost connection) and wakes every
-// watcher now and then as well, so that a notification lost while Redis was away costs a
-// watcher a little latency, not its wake-up.
+// run keeps the subscription; go-redis resubscribes after a lost connection. Notifications
+// sent while the subscription was down are lost, so every watcher is woken when it comes
+// back: a lost notification costs a watcher a look, never its wake-up.
 func (h *hub) run(ctx context.Context) {
 	ps := h.rdb.Subscribe(ctx, h.channel)
 	defer ps.Close()
-	msgs := ps.Channel(redis.WithChannelHealthCheckInterval(5 * time.Second))
-	tick := time.NewTicker(2 * time.Second)
-	defer tick.Stop()
+	msgs := ps.ChannelWithSubscriptions(redis.WithChannelHealthCheckInterval(5 * time.Second))
 	for {
 		select {
 		case <-ctx.Done():
@@ -839,9 +879,12 @@ func (h *hub) run(ctx context.Context) {
 			if !ok {
 				return
 			}
-			h.notify(m.Payload)
-		case <-tick.C:
-			h.notifyAll()
+			switch m := m.(type) {
+			case *redis.Message:
+				h.notify(m.Payload)
+			case *redis.Subscription:
+				h.notifyAll()
+			}
 		}
 	}
 }

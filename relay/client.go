@@ -18,6 +18,8 @@ import (
 	"github.com/gorilla/websocket"
 )
 
+var writePool = &sync.Pool{}
+
 // Endpoint is where a relay answers and the token it wants.
 type Endpoint struct {
 	// URL is the relay's base URL, http:// or https:// (ws:// and wss:// work too).
@@ -210,7 +212,9 @@ func (c *Client) dial(ctx context.Context, cur Cursor) (*websocket.Conn, error) 
 		hdr[k] = v
 	}
 	hdr.Set("Authorization", "Bearer "+c.ep.Token)
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 32 << 10, WriteBufferSize: 16 << 10}
+	// A bot holds a connection per live session, most of them idle: small read buffers (larger
+	// frames are still read whole) and write buffers borrowed only while writing.
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 4 << 10, WriteBufferSize: 4 << 10, WriteBufferPool: writePool}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	ws, resp, err := d.DialContext(dctx, u, hdr)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,8 +33,9 @@ type driver struct {
 	quitOne sync.Once
 	lostOne sync.Once
 
-	fence     int64  // set once, before anything else runs
-	inboxDone string // owned by the loop
+	fence     int64        // set once by acquire, read by the driver's goroutines
+	held      atomic.Int64 // the fence, for the manager's lease check
+	inboxDone string       // owned by the loop
 
 	mu           sync.Mutex
 	pending      int           // turns sent and not yet ended
@@ -141,9 +143,9 @@ func (d *driver) run(ctx context.Context) {
 
 	watch, unwatch := d.m.store.WatchInbox(ctx, d.id)
 	defer unwatch()
-	renew := time.NewTicker(d.m.cfg.LeaseTTL / 3)
-	defer renew.Stop()
-	poll := time.NewTicker(2 * time.Second)
+	// Enqueues wake the driver through the store; the poll is a backstop that costs little.
+	// Its period is spread so that a replica's drivers do not all look at once.
+	poll := time.NewTicker(25*time.Second + time.Duration(rand.Int64N(int64(10*time.Second))))
 	defer poll.Stop()
 	idle := newIdleTimer(d.m.cfg.IdleTimeout)
 	defer idle.stop()
@@ -161,12 +163,6 @@ func (d *driver) run(ctx context.Context) {
 			return
 		case <-d.lostCh:
 			return
-		case <-renew.C:
-			ok, err := d.m.store.RenewLease(ctx, d.id, d.m.cfg.ReplicaID, d.fence, d.m.cfg.LeaseTTL)
-			if err == nil && !ok {
-				d.leaseLost()
-				return
-			}
 		case <-conn.deadCh():
 			conn = d.connDied(ctx, conn)
 		case req := <-d.stopCh:
@@ -197,9 +193,10 @@ func (d *driver) run(ctx context.Context) {
 // replica holds it, the session is gone, or the manager stops.
 func (d *driver) acquire(ctx context.Context) bool {
 	for backoff := 200 * time.Millisecond; ; backoff = min(backoff*2, 5*time.Second) {
-		fence, err := d.m.store.AcquireLease(ctx, d.id, d.m.cfg.ReplicaID, d.m.cfg.LeaseTTL)
+		fence, err := d.m.store.AcquireLease(ctx, d.id, d.m.cfg.ReplicaID)
 		if err == nil {
 			d.fence = fence
+			d.held.Store(fence)
 			return fence > 0
 		}
 		if !errors.Is(err, ErrStoreDown) {

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -230,7 +231,7 @@ func (d *driver) observeAgent(data []byte) {
 // hasType reports whether a stream-json line's type is typ (quoted), looking for the field
 // the way the CLI writes it.
 func hasType(data []byte, typ string) bool {
-	return strings.Contains(string(data), `"type":`+typ)
+	return bytes.Contains(data, []byte(`"type":`+typ))
 }
 
 func (d *driver) observeNotice(data []byte) {

@@ -312,7 +312,7 @@ func TestLostLeaseStopsWriting(t *testing.T) {
 	if err := rdb.Del(ctx, g.prefix+"s:{"+id+"}:lease").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if fence, err := a.store.AcquireLease(ctx, id, "replica-b", 10*time.Second); err != nil || fence < 2 {
+	if fence, err := a.store.AcquireLease(ctx, id, "replica-b"); err != nil || fence < 2 {
 		t.Fatalf("steal: %d %v", fence, err)
 	}
 	b := g.start(t, "replica-b", session.Config{LeaseTTL: 10 * time.Second})

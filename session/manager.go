@@ -30,8 +30,9 @@ type Config struct {
 	// RelayReconnect is how long a lost relay connection is retried before the turn is given
 	// up. Default 5 s.
 	RelayReconnect time.Duration
-	// LeaseTTL is how long a replica's hold on a session lasts without renewal: the time
-	// another replica waits before it takes over the sessions of one that died. Default 15 s.
+	// LeaseTTL is how long a replica's heartbeat, and with it its hold on its sessions, lasts
+	// without renewal: the time another replica waits before it takes over the sessions of one
+	// that died. Default 15 s.
 	LeaseTTL time.Duration
 	// IdleTimeout stops a session's sandbox after this long without a turn (the record is
 	// kept; the next prompt wakes it). Default 30 min; negative: never.
@@ -134,19 +135,25 @@ const (
 // still running then is ended with a note in its log (or, where sandboxes outlive the bot, left
 // for the next replica to carry on).
 func (m *Manager) Run(ctx context.Context) error {
+	m.heartbeat(ctx)
 	if err := m.reconcile(ctx); err != nil {
 		m.log.Warn("reconciling sandboxes failed; orphans may remain", "err", err)
 	}
 	m.takeOver(ctx)
-	// A dead replica's lease runs out at most LeaseTTL after its last renewal; looking ten
+	// A dead replica's heartbeat runs out at most LeaseTTL after its last renewal; looking ten
 	// times a period keeps the takeover close to that.
-	t := time.NewTicker(min(max(m.cfg.LeaseTTL/10, 100*time.Millisecond), time.Second))
-	defer t.Stop()
+	scan := time.NewTicker(min(max(m.cfg.LeaseTTL/10, 100*time.Millisecond), time.Second))
+	defer scan.Stop()
+	beat := time.NewTicker(m.cfg.LeaseTTL / 3)
+	defer beat.Stop()
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
-		case <-t.C:
+		case <-beat.C:
+			m.heartbeat(ctx)
+			m.checkLeases(ctx)
+		case <-scan.C:
 			m.takeOver(ctx)
 		}
 	}
@@ -159,7 +166,38 @@ func (m *Manager) Run(ctx context.Context) error {
 	return nil
 }
 
-// takeOver starts a driver for every active session that no replica holds.
+// heartbeat keeps this replica's leases: one write for all of them.
+func (m *Manager) heartbeat(ctx context.Context) {
+	if err := m.store.Heartbeat(ctx, m.cfg.ReplicaID, m.cfg.LeaseTTL); err != nil {
+		m.log.Warn("heartbeat failed; the sessions this replica drives may be taken over", "err", err)
+	}
+}
+
+// checkLeases stops the drivers whose session another replica has taken over (this replica
+// stalled past its heartbeat, say) even if they have nothing to write that would tell them.
+func (m *Manager) checkLeases(ctx context.Context) {
+	m.mu.Lock()
+	ids := make([]string, 0, len(m.drivers))
+	drivers := make([]*driver, 0, len(m.drivers))
+	for id, d := range m.drivers {
+		if d.held.Load() > 0 {
+			ids = append(ids, id)
+			drivers = append(drivers, d)
+		}
+	}
+	m.mu.Unlock()
+	leases, err := m.store.Leases(ctx, ids)
+	if err != nil {
+		return
+	}
+	for i, l := range leases {
+		if l.Owner != m.cfg.ReplicaID || l.Fence != drivers[i].held.Load() {
+			drivers[i].leaseLost()
+		}
+	}
+}
+
+// takeOver starts a driver for every active session that no live replica holds.
 func (m *Manager) takeOver(ctx context.Context) {
 	ids, err := m.store.Active(ctx)
 	if err != nil || len(ids) == 0 {
@@ -168,15 +206,16 @@ func (m *Manager) takeOver(ctx context.Context) {
 	m.mu.Lock()
 	ids = slices.DeleteFunc(ids, func(id string) bool { _, ok := m.drivers[id]; return ok })
 	m.mu.Unlock()
-	holders, err := m.store.LeaseHolders(ctx, ids)
+	leases, err := m.store.Leases(ctx, ids)
 	if err != nil {
 		return
 	}
 	for i, id := range ids {
+		l := leases[i]
 		// A lease in this replica's own name with no driver here is an earlier run's of this
 		// replica (restarted with the same NIGHTONA_REPLICA_ID): no need to wait for it.
-		if holders[i] == "" || holders[i] == m.cfg.ReplicaID {
-			m.log.Info("taking over a session no replica drives", "session_id", id)
+		if l.Owner == "" || !l.Alive || l.Owner == m.cfg.ReplicaID {
+			m.log.Info("taking over a session no replica drives", "session_id", id, "previous", l.Owner)
 			m.startDriver(id)
 		}
 	}

@@ -23,6 +23,10 @@ func TestMain(m *testing.M) {
 	if os.Getenv(fakeagent.EnvVar) != "" {
 		fakeagent.Main()
 	}
+	if os.Getenv(farmEnv) != "" {
+		relayFarm()
+		return
+	}
 	testenv.Main(m)
 }
 

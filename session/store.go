@@ -43,15 +43,17 @@ type Store interface {
 	// ("channel") or everything ("all", key ignored).
 	UsageOn(ctx context.Context, scope, key string, day time.Time) (Usage, error)
 
-	// AcquireLease takes the session's lease for owner for ttl and returns its fencing token,
-	// or 0 when another owner holds it. An owner that holds it renews it.
-	AcquireLease(ctx context.Context, id, owner string, ttl time.Duration) (int64, error)
-	// RenewLease extends a held lease; false when it is no longer held by owner with fence.
-	RenewLease(ctx context.Context, id, owner string, fence int64, ttl time.Duration) (bool, error)
+	// Heartbeat declares replica alive for ttl. A replica's leases hold while its heartbeat
+	// does: one write a period keeps all of them, however many sessions it drives.
+	Heartbeat(ctx context.Context, replica string, ttl time.Duration) error
+	// AcquireLease takes the session's lease for owner and returns its fencing token, or 0 when
+	// a live replica (one whose heartbeat holds) has it. A lease of a dead replica is taken
+	// over with a new fence; owner's own lease is returned as it is.
+	AcquireLease(ctx context.Context, id, owner string) (int64, error)
 	// ReleaseLease gives a held lease up.
 	ReleaseLease(ctx context.Context, id, owner string, fence int64) error
-	// LeaseHolders returns, for each of ids, the replica holding its lease ("" for none).
-	LeaseHolders(ctx context.Context, ids []string) ([]string, error)
+	// Leases reports the lease of each of ids.
+	Leases(ctx context.Context, ids []string) ([]Lease, error)
 	// Active returns the sessions marked active (a sandbox up or coming up).
 	Active(ctx context.Context) ([]string, error)
 	// SetActive marks the session active or not.
@@ -77,6 +79,13 @@ type Store interface {
 	Delete(ctx context.Context, id string) error
 	// Ping checks the store answers.
 	Ping(ctx context.Context) error
+}
+
+// Lease is who drives a session: Owner "" when nobody; Alive when the owner's heartbeat holds.
+type Lease struct {
+	Owner string
+	Fence int64
+	Alive bool
 }
 
 // InboxEntry is a prompt in a session's inbox.

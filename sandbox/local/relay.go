@@ -165,13 +165,18 @@ func (p *Provider) startRelay(ctx context.Context, b *box) error {
 	}()
 	go func() {
 		err := cmd.Wait()
-		killGroup(r.pid)               // whatever the relay's tools left running...
-		killLeftovers(markerEnv(b.id)) // ...and what left its group, like the dev server
+		killGroup(r.pid) // whatever the relay's tools left running in its group
+		// What left its group (the dev server) is found by the sandbox's marker, unless
+		// another provider on the folder has started a new relay for the sandbox meanwhile:
+		// the marker is that relay's too, and the run file names it.
+		if pid, rerr := RelayPID(b.dir); rerr != nil || pid == r.pid {
+			killLeftovers(markerEnv(b.id))
+			_ = os.Remove(filepath.Join(b.dir, runFile))
+		}
 		logf.Close()
 		b.mu.Lock()
 		if b.relay == r {
 			b.relay = nil
-			_ = os.Remove(filepath.Join(b.dir, runFile))
 			if b.state != sandbox.StateStopping {
 				b.state = sandbox.StateStopped
 				p.log.Warn("relay exited", "sandbox_id", b.id, "err", err)

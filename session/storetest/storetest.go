@@ -369,41 +369,57 @@ func testLeases(t *testing.T, st session.Store) {
 	if _, _, err := st.CreateForThread(ctx, newSession("l1", "web:l")); err != nil {
 		t.Fatal(err)
 	}
-	ttl := 300 * time.Millisecond
-	fa, err := st.AcquireLease(ctx, "l1", "replica-a", ttl)
+	ttl := 400 * time.Millisecond
+	for _, r := range []string{"replica-a", "replica-b"} {
+		if err := st.Heartbeat(ctx, r, ttl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fa, err := st.AcquireLease(ctx, "l1", "replica-a")
 	if err != nil || fa <= 0 {
 		t.Fatalf("first lease: %d %v", fa, err)
 	}
-	if fb, err := st.AcquireLease(ctx, "l1", "replica-b", ttl); err != nil || fb != 0 {
-		t.Fatalf("second replica got %d %v while the lease is held", fb, err)
+	if fb, err := st.AcquireLease(ctx, "l1", "replica-b"); err != nil || fb != 0 {
+		t.Fatalf("second replica got %d %v while a live replica holds the lease", fb, err)
 	}
-	if again, err := st.AcquireLease(ctx, "l1", "replica-a", ttl); err != nil || again != fa {
+	if again, err := st.AcquireLease(ctx, "l1", "replica-a"); err != nil || again != fa {
 		t.Fatalf("the holder acquiring again: %d %v, want its fence %d", again, err, fa)
 	}
-	if holders, err := st.LeaseHolders(ctx, []string{"l1", "l-none"}); err != nil || len(holders) != 2 || holders[0] != "replica-a" || holders[1] != "" {
-		t.Fatalf("lease holders %v %v", holders, err)
+	ls, err := st.Leases(ctx, []string{"l1", "l-none"})
+	if err != nil || len(ls) != 2 || ls[0] != (session.Lease{Owner: "replica-a", Fence: fa, Alive: true}) || ls[1] != (session.Lease{}) {
+		t.Fatalf("leases %+v %v", ls, err)
 	}
 	// Fenced writes by the holder pass.
 	if _, err := st.Append(ctx, "l1", session.KindStatus, []byte(`{}`), nil, fa); err != nil {
 		t.Fatalf("holder's fenced append: %v", err)
 	}
-	// Renewal keeps it past the ttl.
+	// Heartbeats keep the lease however long it is held.
 	for i := 0; i < 4; i++ {
 		time.Sleep(ttl / 2)
-		if ok, err := st.RenewLease(ctx, "l1", "replica-a", fa, ttl); err != nil || !ok {
-			t.Fatalf("renewal %d: %v %v", i, ok, err)
+		if err := st.Heartbeat(ctx, "replica-a", ttl); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Heartbeat(ctx, "replica-b", ttl); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if fb, _ := st.AcquireLease(ctx, "l1", "replica-b", ttl); fb != 0 {
-		t.Fatal("a renewed lease was taken")
+	if fb, _ := st.AcquireLease(ctx, "l1", "replica-b"); fb != 0 {
+		t.Fatal("the lease of a replica with a live heartbeat was taken")
 	}
-	// Left to expire, it passes to another replica with a higher fence...
-	time.Sleep(ttl + 100*time.Millisecond)
-	fb, err := st.AcquireLease(ctx, "l1", "replica-b", ttl)
+	// When a's heartbeat runs out, the lease passes to b with a higher fence...
+	deadline := time.Now().Add(ttl + 100*time.Millisecond)
+	for time.Now().Before(deadline) {
+		_ = st.Heartbeat(ctx, "replica-b", ttl)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if ls, _ := st.Leases(ctx, []string{"l1"}); ls[0].Alive {
+		t.Fatalf("a dead replica's lease is reported alive: %+v", ls[0])
+	}
+	fb, err := st.AcquireLease(ctx, "l1", "replica-b")
 	if err != nil || fb <= fa {
-		t.Fatalf("after expiry: fence %d %v, want more than %d", fb, err, fa)
+		t.Fatalf("after a's heartbeat ran out: fence %d %v, want more than %d", fb, err, fa)
 	}
-	// ...and the old holder can no longer write or renew.
+	// ...and a can no longer write.
 	if _, err := st.Append(ctx, "l1", session.KindStatus, []byte(`{}`), nil, fa); !errors.Is(err, session.ErrLeaseLost) {
 		t.Fatalf("stale fenced append: %v, want ErrLeaseLost", err)
 	}
@@ -413,9 +429,6 @@ func testLeases(t *testing.T, st session.Store) {
 	if _, err := st.Transition(ctx, "l1", session.StateStarting, session.AllowedFrom(session.StateStarting), "x", fa); !errors.Is(err, session.ErrLeaseLost) {
 		t.Fatalf("stale fenced transition: %v, want ErrLeaseLost", err)
 	}
-	if ok, err := st.RenewLease(ctx, "l1", "replica-a", fa, ttl); err != nil || ok {
-		t.Fatalf("stale renewal: %v %v", ok, err)
-	}
 	// Unfenced writes (a user's prompt) still go in.
 	if _, err := st.Append(ctx, "l1", session.KindPrompt, []byte(`{}`), nil, 0); err != nil {
 		t.Fatalf("unfenced append: %v", err)
@@ -423,16 +436,19 @@ func testLeases(t *testing.T, st session.Store) {
 	if err := st.ReleaseLease(ctx, "l1", "replica-a", fa); err != nil {
 		t.Fatal(err)
 	}
-	if holders, _ := st.LeaseHolders(ctx, []string{"l1"}); holders[0] != "replica-b" {
+	if ls, _ := st.Leases(ctx, []string{"l1"}); ls[0].Owner != "replica-b" {
 		t.Fatal("a stale holder released the new holder's lease")
 	}
 	if err := st.ReleaseLease(ctx, "l1", "replica-b", fb); err != nil {
 		t.Fatal(err)
 	}
-	if holders, _ := st.LeaseHolders(ctx, []string{"l1"}); holders[0] != "" {
+	if ls, _ := st.Leases(ctx, []string{"l1"}); ls[0].Owner != "" {
 		t.Fatal("a released lease is still held")
 	}
-	if _, err := st.AcquireLease(ctx, "ghost", "replica-a", ttl); !errors.Is(err, session.ErrNotFound) {
+	if fc, err := st.AcquireLease(ctx, "l1", "replica-a"); err != nil || fc <= fb {
+		t.Fatalf("a released lease taken again: %d %v", fc, err)
+	}
+	if _, err := st.AcquireLease(ctx, "ghost", "replica-a"); !errors.Is(err, session.ErrNotFound) {
 		t.Fatalf("lease on a missing session: %v", err)
 	}
 }
