@@ -920,3 +920,10 @@ func (h *hub) close() {
 		h.stop()
 	}
 }
+
+// Claim hands a pooled sandbox out once across replicas (see package pool): true for the
+// first caller. The claim is kept a day, longer than any sandbox waits in a pool.
+func (s *Store) Claim(ctx context.Context, sandboxID string) (bool, error) {
+	ok, err := s.rdb.SetNX(ctx, s.cfg.Prefix+"claim:"+sandboxID, s.cfg.Prefix, 24*time.Hour).Result()
+	return ok, wrap("claim pooled sandbox "+sandboxID, err)
+}

@@ -72,3 +72,20 @@ func TestEventLogIsCapped(t *testing.T) {
 		t.Fatalf("%d events kept, last %d: want the newest, at least 50 and far fewer than 1000", len(evs), evs[len(evs)-1].Seq)
 	}
 }
+
+func TestClaimOnce(t *testing.T) {
+	rdb := open(t, testenv.RedisURL(t))
+	prefix := testenv.Prefix(t)
+	a := redisstore.New(rdb, redisstore.Config{Prefix: prefix})
+	b := redisstore.New(rdb, redisstore.Config{Prefix: prefix})
+	ctx := context.Background()
+	if ok, err := a.Claim(ctx, "sb-1"); err != nil || !ok {
+		t.Fatalf("first claim: %v %v", ok, err)
+	}
+	if ok, err := b.Claim(ctx, "sb-1"); err != nil || ok {
+		t.Fatalf("second claim from another replica: %v %v", ok, err)
+	}
+	if ok, _ := b.Claim(ctx, "sb-2"); !ok {
+		t.Fatal("another sandbox could not be claimed")
+	}
+}

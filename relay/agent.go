@@ -100,6 +100,7 @@ type agentProc struct {
 	held        [][]byte
 	written     []string // prompts written before the first system/init
 	unresumable bool     // it reported that it cannot load the session
+	prompted    bool     // a prompt has been written to it
 }
 
 type agentHooks struct {

@@ -42,6 +42,13 @@ func (s *Server) Prompt(id, text, resume string) (duplicate bool, err error) {
 		s.amu.Unlock()
 		return true, nil
 	}
+	if s.agent != nil && !s.agent.prompted && resume != "" && resume != s.agent.resume {
+		// An agent started ahead of the first prompt (see Prestart) runs a new conversation;
+		// this prompt continues an earlier one, so the agent starts again to resume it.
+		old := s.agent
+		s.agent = nil
+		go old.stop(time.Second)
+	}
 	if s.agent == nil {
 		if resume == "" {
 			resume = s.sessionID
@@ -52,6 +59,7 @@ func (s *Server) Prompt(id, text, resume string) (duplicate bool, err error) {
 		}
 	}
 	p := s.agent
+	p.prompted = true
 	if id != "" {
 		s.seen.add(id)
 	}
@@ -74,6 +82,18 @@ func (s *Server) Prompt(id, text, resume string) (duplicate bool, err error) {
 		return false, fmt.Errorf("send prompt: %w", err)
 	}
 	return false, nil
+}
+
+// Prestart starts the agent before any prompt, so that the first prompt does not wait for the
+// CLI to load. The agent starts a new conversation; a first prompt that resumes another one
+// starts it again.
+func (s *Server) Prestart() error {
+	s.amu.Lock()
+	defer s.amu.Unlock()
+	if s.agent != nil || s.stopping {
+		return nil
+	}
+	return s.startAgentLocked("", false)
 }
 
 // Interrupt stops the running turn and waits for the CLI to confirm. Without a running turn it

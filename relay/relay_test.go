@@ -484,3 +484,50 @@ func TestCrashLoopStops(t *testing.T) {
 	}
 	testenv.WaitFor(t, 10*time.Second, "a prompt to start it again", func() bool { return results(c.snapshot()) >= 1 })
 }
+
+func TestPrestart(t *testing.T) {
+	h := startRelay(t, relay.Config{Agent: fakeAgent()})
+	c := collect(t, h.endpoint(), relay.Cursor{}, relay.ClientConfig{})
+	if err := h.srv.Prestart(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the prestarted agent", func() bool { return len(noticesOf(c.snapshot(), relay.EventAgentStarted)) == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// A new conversation's first prompt uses the agent that is already there.
+	if err := c.client.Prompt(ctx, "", "echo first", ""); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the first turn", func() bool { return results(c.snapshot()) == 1 })
+	if n := len(noticesOf(c.snapshot(), relay.EventAgentStarted)); n != 1 {
+		t.Fatalf("%d agent starts, want the prestarted one only", n)
+	}
+
+	// On another relay, a first prompt that resumes a conversation restarts the agent for it.
+	h2 := startRelay(t, relay.Config{Agent: fakeAgent()})
+	c2 := collect(t, h2.endpoint(), relay.Cursor{}, relay.ClientConfig{})
+	if err := h2.srv.Prestart(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.client.Prompt(ctx, "", "echo resumed", "earlier-session"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the resumed turn", func() bool { return results(c2.snapshot()) == 1 })
+	starts := noticesOf(c2.snapshot(), relay.EventAgentStarted)
+	if len(starts) != 2 || starts[0].Resume != "" || starts[1].Resume != "earlier-session" {
+		t.Fatalf("agent starts %+v, want a fresh one then one resuming earlier-session", starts)
+	}
+	var session string
+	for _, ev := range c2.snapshot() {
+		if ev.Kind == relay.KindAgent && lineType(ev.Data) == "result" {
+			var r struct {
+				SessionID string `json:"session_id"`
+			}
+			_ = json.Unmarshal(ev.Data, &r)
+			session = r.SessionID
+		}
+	}
+	if session != "earlier-session" {
+		t.Fatalf("the turn ran in session %q", session)
+	}
+}

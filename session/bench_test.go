@@ -196,7 +196,16 @@ func (f *farmProvider) Get(_ context.Context, id string) (*sandbox.Sandbox, erro
 func (f *farmProvider) Start(ctx context.Context, id string) (*sandbox.Sandbox, error) {
 	return f.Get(ctx, id)
 }
-func (f *farmProvider) Stop(context.Context, string) error   { return nil }
+func (f *farmProvider) Stop(context.Context, string) error { return nil }
+func (f *farmProvider) SetLabels(_ context.Context, id string, labels map[string]string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if sb := f.eps[id]; sb != nil {
+		sb.Labels = labels
+		return nil
+	}
+	return sandbox.ErrNotFound
+}
 func (f *farmProvider) Delete(context.Context, string) error { return nil }
 func (f *farmProvider) List(context.Context, map[string]string) ([]*sandbox.Sandbox, error) {
 	return nil, nil

@@ -87,6 +87,15 @@ func (d *driver) ensureSandbox(ctx context.Context, sess *Session) (*sandbox.San
 	p := d.m.provider
 	if sess.SandboxID != "" {
 		sb, err := p.Get(ctx, sess.SandboxID)
+		if err == nil && sb.State == sandbox.StateError {
+			// A broken sandbox does not mend by starting it again: a new one does.
+			d.log.Warn("the session's sandbox is in an error state; replacing it", "sandbox_id", sb.ID, "reason", sb.Reason)
+			d.status(StageSandboxStarting, "The sandbox is broken ("+orDefault(sb.Reason, "the platform says it is in an error state")+"), so a new one starts; Claude starts a new conversation in it.")
+			if derr := p.Delete(ctx, sb.ID); derr != nil {
+				d.log.Warn("could not delete the broken sandbox", "sandbox_id", sb.ID, "err", derr)
+			}
+			err = fmt.Errorf("sandbox %s: %w", sb.ID, sandbox.ErrNotFound)
+		}
 		switch {
 		case err == nil && sb.State == sandbox.StateStarted && sb.Relay != nil:
 			return sb, nil
@@ -194,6 +203,28 @@ func (d *driver) onConnect(info relay.Connected, first bool) {
 	}
 }
 
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// sandboxAdvice says what to do about a sandbox that could not be brought up, by its cause.
+func sandboxAdvice(err error) string {
+	switch {
+	case errors.Is(err, sandbox.ErrQuota):
+		return "The sandbox platform refused a new sandbox because the account's quota is used up. Stop or destroy the sessions you no longer need (or ask an admin to raise the quota), then send your prompt again."
+	case errors.Is(err, sandbox.ErrSnapshotMissing):
+		return "The sandbox image (snapshot) this bot is set to use does not exist on the platform. An admin needs to build and register it (see the README's section on the Daytona snapshot) or fix DAYTONA_SNAPSHOT; then send your prompt again."
+	case errors.Is(err, sandbox.ErrFailed):
+		return "The sandbox went into an error state on the platform. Send your prompt again to try once more; if it keeps happening, an admin can destroy this session to start afresh."
+	case errors.Is(err, sandbox.ErrStartTimeout):
+		return "The sandbox did not start in time; the platform may be slow right now. Send your prompt again in a minute."
+	}
+	return "Send your prompt again to retry."
+}
+
 // userError is the part of err a user may see: the operation chain, without anything the
 // relay client adds about addresses.
 func userError(err error) string {
@@ -202,6 +233,8 @@ func userError(err error) string {
 		return "no error"
 	case errors.Is(err, sandbox.ErrStartTimeout):
 		return "the sandbox did not start in time (" + err.Error() + ")"
+	case errors.Is(err, sandbox.ErrQuota), errors.Is(err, sandbox.ErrSnapshotMissing), errors.Is(err, sandbox.ErrFailed):
+		return err.Error()
 	case errors.Is(err, sandbox.ErrUnavailable):
 		return err.Error()
 	case errors.Is(err, relay.ErrUnreachable):

@@ -315,9 +315,9 @@ func (d *driver) failWaiting(waiting []InboxEntry, err error) {
 		}
 	}
 	d.markTaken(waiting[len(waiting)-1].ID)
-	msg := "Could not start a sandbox for this thread: " + userError(err) + ". Send your prompt again to retry."
+	msg := "Could not start a sandbox for this thread: " + userError(err) + ". " + sandboxAdvice(err)
 	if n > 1 {
-		msg = fmt.Sprintf("Could not start a sandbox for this thread: %s. %d prompts were not run; send them again to retry.", userError(err), n)
+		msg = fmt.Sprintf("Could not start a sandbox for this thread: %s. %d prompts were not run. %s", userError(err), n, sandboxAdvice(err))
 	}
 	d.fail(CodeSandboxFailed, msg)
 	d.m.metrics.turns.WithLabelValues("failed").Add(float64(n))

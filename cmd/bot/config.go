@@ -37,6 +37,8 @@ type config struct {
 	Retention      time.Duration
 	ReplicaID      string
 	Detach         bool
+	PoolSize       int
+	PoolMaxAge     time.Duration
 	LogLevel       slog.Level
 	LogFormat      string
 	DaytonaKey     string
@@ -104,6 +106,13 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	default:
 		errs = append(errs, fmt.Errorf("NIGHTONA_PERMISSION_MODE must be default, acceptEdits, plan or bypassPermissions, not %q", c.PermissionMode))
 	}
+	if v := getenv("NIGHTONA_POOL_SIZE"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 100 {
+			errs = append(errs, fmt.Errorf("NIGHTONA_POOL_SIZE must be a number of sandboxes from 0 to 100, not %q", v))
+		}
+		c.PoolSize = n
+	}
 	c.MaxPromptBytes = 32 << 10
 	if v := getenv("NIGHTONA_MAX_PROMPT_BYTES"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -122,6 +131,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		{"NIGHTONA_LEASE_TTL", &c.LeaseTTL, 15 * time.Second, false},
 		{"NIGHTONA_IDLE_TIMEOUT", &c.IdleTimeout, 30 * time.Minute, true},
 		{"NIGHTONA_CLOSED_RETENTION", &c.Retention, 7 * 24 * time.Hour, false},
+		{"NIGHTONA_POOL_MAX_AGE", &c.PoolMaxAge, time.Hour, false},
 	}
 	for _, d := range durations {
 		*d.dst = d.def

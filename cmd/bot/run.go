@@ -23,7 +23,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nightona/nightona/redisstore"
+	"github.com/nightona/nightona/sandbox"
 	"github.com/nightona/nightona/sandbox/local"
+	"github.com/nightona/nightona/sandbox/pool"
 	"github.com/nightona/nightona/scriptedmodel"
 	"github.com/nightona/nightona/session"
 	"github.com/nightona/nightona/web"
@@ -126,10 +128,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer provider.Close()
+	// The pool hands out ready sandboxes made like the sessions' own (same env and mode).
+	warm := pool.New(provider, pool.Config{
+		Size: cfg.PoolSize, MaxAge: cfg.PoolMaxAge, Claimer: store,
+		Spec:   sandbox.Spec{Env: sandboxEnv, PermissionMode: cfg.PermissionMode},
+		Logger: log,
+	})
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	mgr, err := session.NewManager(store, provider, session.Config{
+	mgr, err := session.NewManager(store, warm, session.Config{
 		Logger:                  log.With("component", "session"),
 		MaxPromptBytes:          cfg.MaxPromptBytes,
 		PermissionMode:          cfg.PermissionMode,
@@ -192,6 +200,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer close(mgrDone)
 		return mgr.Run(gctx)
 	})
+	g.Go(func() error { return warm.Run(gctx) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)

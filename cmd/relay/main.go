@@ -62,6 +62,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	devCommand := fs.String("dev-command", "", "the app's dev server command (run with sh -c; empty: none)")
 	devPort := fs.Int("dev-port", 3000, "the port the dev server serves on (given to it as PORT)")
 	devDir := fs.String("dev-dir", "", "the dev server's folder (default: -dir)")
+	prestart := fs.Bool("prestart", false, "start Claude Code at once, so that the first prompt does not wait for it to load")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -129,6 +130,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = srv.Run(runCtx); close(done) }()
+	if *prestart {
+		if err := srv.Prestart(); err != nil {
+			log.Warn("could not start Claude Code ahead of the first prompt", "err", err)
+		}
+	}
 
 	select {
 	case <-ctx.Done():

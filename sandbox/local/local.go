@@ -231,7 +231,7 @@ func (p *Provider) Create(ctx context.Context, spec sandbox.Spec) (*sandbox.Sand
 
 	b.ops.Lock()
 	defer b.ops.Unlock()
-	if err := p.startRelay(ctx, b); err != nil {
+	if err := p.startRelay(ctx, b, true); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", id, err)
 	}
 	return b.snapshot(), nil
@@ -312,7 +312,7 @@ func (p *Provider) Start(ctx context.Context, id string) (*sandbox.Sandbox, erro
 		}
 		p.stopRelay(b) // up but not answering: start it afresh
 	}
-	if err := p.startRelay(ctx, b); err != nil {
+	if err := p.startRelay(ctx, b, false); err != nil {
 		return nil, fmt.Errorf("start sandbox %s: %w", id, err)
 	}
 	return b.snapshot(), nil
@@ -478,9 +478,10 @@ func portFree(port int) bool {
 	return true
 }
 
-// env is the relay's environment: a few variables of the bot's that tools need (never its
-// secrets), the sandbox's HOME, the provider's and the sandbox's own variables, and the token.
-func (p *Provider) env(b *box, extra map[string]string, token string) []string {
+// env is the environment of what runs in a sandbox: a few variables of the bot's that tools
+// need (never its secrets), the sandbox's HOME and marker, the provider's and the sandbox's own
+// variables.
+func (p *Provider) env(b *box, extra map[string]string) []string {
 	var env []string
 	for _, k := range []string{"PATH", "LANG", "LC_ALL", "TZ", "TERM", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
 		"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"} {
@@ -498,7 +499,7 @@ func (p *Provider) env(b *box, extra map[string]string, token string) []string {
 	for _, k := range keys {
 		env = append(env, k+"="+extra[k])
 	}
-	return append(env, "NIGHTONA_RELAY_TOKEN="+token)
+	return env
 }
 
 // markerEnv is the environment variable every process of a sandbox inherits, by which the
@@ -556,4 +557,47 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// SetLabels implements sandbox.Provider.
+func (p *Provider) SetLabels(_ context.Context, id string, labels map[string]string) error {
+	b, err := p.box(id)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.meta.Labels = copyMap(labels)
+	m := b.meta
+	b.mu.Unlock()
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, metaFile), data, 0o600); err != nil {
+		return fmt.Errorf("set labels of sandbox %s: %w", id, err)
+	}
+	return nil
+}
+
+// WaitState implements sandbox.Waiter.
+func (p *Provider) WaitState(ctx context.Context, id string, state sandbox.State, timeout time.Duration) (*sandbox.Sandbox, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		sb, err := p.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case sb.State == state:
+			return sb, nil
+		case sb.State == sandbox.StateError:
+			return sb, fmt.Errorf("sandbox %s: %w", id, sandbox.ErrFailed)
+		}
+		select {
+		case <-ctx.Done():
+			return sb, fmt.Errorf("wait for sandbox %s to be %s (it is %s): %w", id, state, sb.State, sandbox.ErrStartTimeout)
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
 }

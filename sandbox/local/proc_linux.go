@@ -81,3 +81,8 @@ func killLeftovers(marker string) int {
 	}
 	return killed
 }
+
+// setGroup runs a command in a process group of its own, so that a timeout stops it whole.
+func setGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+}

@@ -26,3 +26,7 @@ func processAlive(pid int, _ string) bool { return pid > 0 && syscall.Kill(pid, 
 
 // killLeftovers is Linux-only: elsewhere what a killed bot's relay left is found by nobody.
 func killLeftovers(string) int { return 0 }
+
+func setGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+}

@@ -105,8 +105,10 @@ func (p *Provider) refresh(b *box) {
 	b.state = sandbox.StateStarted
 }
 
-// startRelay starts the relay process and waits until it answers. Called with b.ops held.
-func (p *Provider) startRelay(ctx context.Context, b *box) error {
+// startRelay starts the relay process and waits until it answers. With prestart the relay
+// starts Claude Code at once (a new sandbox: its first prompt then finds the CLI loaded).
+// Called with b.ops held.
+func (p *Provider) startRelay(ctx context.Context, b *box, prestart bool) error {
 	b.mu.Lock()
 	b.state = sandbox.StateStarting
 	mode := b.meta.PermissionMode
@@ -125,6 +127,9 @@ func (p *Provider) startRelay(ctx context.Context, b *box) error {
 		"-agent", p.cfg.Claude,
 		"-permission-mode", mode,
 	}
+	if prestart {
+		args = append(args, "-prestart")
+	}
 	if p.cfg.DevCommand != "" {
 		port, err := p.devPort(b)
 		if err != nil {
@@ -134,7 +139,7 @@ func (p *Provider) startRelay(ctx context.Context, b *box) error {
 	}
 	cmd := exec.Command(p.cfg.RelayBinary, args...)
 	cmd.Dir = b.dir
-	cmd.Env = p.env(b, extra, token)
+	cmd.Env = append(p.env(b, extra), "NIGHTONA_RELAY_TOKEN="+token)
 	setProcAttrs(cmd, p.cfg.Detached)
 
 	logPath := filepath.Join(b.dir, logFile)

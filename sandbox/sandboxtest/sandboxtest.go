@@ -5,6 +5,9 @@ package sandboxtest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,11 +19,23 @@ import (
 	"github.com/nightona/nightona/sandbox"
 )
 
-// Run runs the suite against the provider newProvider makes (one per subtest).
+// Run runs the suite against the provider newProvider makes (one per subtest). The provider
+// must also be a sandbox.Waiter, sandbox.Processes and sandbox.Previews; the tests of
+// sandbox.Archiver run when it is one.
 func Run(t *testing.T, newProvider func(t *testing.T) sandbox.Provider) {
 	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, newProvider(t)) })
 	t.Run("ListByLabel", func(t *testing.T) { testList(t, newProvider(t)) })
+	t.Run("SetLabels", func(t *testing.T) { testSetLabels(t, newProvider(t)) })
 	t.Run("NotFound", func(t *testing.T) { testNotFound(t, newProvider(t)) })
+	t.Run("FilesAndProcesses", func(t *testing.T) { testProcesses(t, newProvider(t)) })
+	t.Run("Preview", func(t *testing.T) { testPreview(t, newProvider(t)) })
+	t.Run("Archive", func(t *testing.T) {
+		p := newProvider(t)
+		if _, ok := p.(sandbox.Archiver); !ok {
+			t.Skipf("%s does not archive", p.Name())
+		}
+		testArchive(t, p)
+	})
 }
 
 func ctx(t *testing.T) context.Context {
@@ -165,5 +180,179 @@ func testNotFound(t *testing.T, p sandbox.Provider) {
 	}
 	if err := p.Delete(ctx(t), "no-such-sandbox"); err != nil {
 		t.Errorf("delete of an unknown sandbox: %v, want nil", err)
+	}
+}
+
+func create(t *testing.T, p sandbox.Provider, labels map[string]string) *sandbox.Sandbox {
+	t.Helper()
+	sb, err := p.Create(ctx(t), sandbox.Spec{Labels: labels})
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Delete(context.Background(), sb.ID) })
+	return sb
+}
+
+func testSetLabels(t *testing.T, p sandbox.Provider) {
+	sb := create(t, p, map[string]string{"nightona.pool": "1"})
+	if err := p.SetLabels(ctx(t), sb.ID, map[string]string{"nightona.session": "s9", "team": "x"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := p.List(ctx(t), map[string]string{"nightona.session": "s9"})
+	if err != nil || len(got) != 1 || got[0].ID != sb.ID || got[0].Labels["nightona.pool"] != "" {
+		t.Fatalf("after relabelling: %+v %v", got, err)
+	}
+	if pooled, _ := p.List(ctx(t), map[string]string{"nightona.pool": "1"}); len(pooled) != 0 {
+		t.Fatalf("the old label still lists it: %+v", pooled)
+	}
+	if err := p.SetLabels(ctx(t), "no-such-sandbox", nil); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Fatalf("relabelling an unknown sandbox: %v", err)
+	}
+}
+
+func testProcesses(t *testing.T, p sandbox.Provider) {
+	pr, ok := p.(sandbox.Processes)
+	if !ok {
+		t.Fatalf("%s is not a sandbox.Processes", p.Name())
+	}
+	w, ok := p.(sandbox.Waiter)
+	if !ok {
+		t.Fatalf("%s is not a sandbox.Waiter", p.Name())
+	}
+	sb := create(t, p, nil)
+	if _, err := w.WaitState(ctx(t), sb.ID, sandbox.StateStarted, 10*time.Second); err != nil {
+		t.Fatalf("wait for started: %v", err)
+	}
+	if err := pr.Upload(ctx(t), sb.ID, "dir/hello.sh", []byte("#!/bin/sh\necho hello from $1\n"), 0o755); err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	res, err := pr.Exec(ctx(t), sb.ID, "./dir/hello.sh sandbox && echo done", 20*time.Second)
+	if err != nil || res.ExitCode != 0 || !strings.Contains(res.Output, "hello from sandbox") || !strings.Contains(res.Output, "done") {
+		t.Fatalf("exec: %+v %v", res, err)
+	}
+	res, err = pr.Exec(ctx(t), sb.ID, "echo oops >&2; exit 7", 20*time.Second)
+	if err != nil || res.ExitCode != 7 || !strings.Contains(res.Output, "oops") {
+		t.Fatalf("a failing command: %+v %v, want exit 7 and its stderr", res, err)
+	}
+	// A long-running process keeps going after the call, and stops with the sandbox.
+	if err := pr.StartProcess(ctx(t), sb.ID, "ticker", "while true; do date +%s%N > tick.txt; sleep 0.05; done"); err != nil {
+		t.Fatalf("start process: %v", err)
+	}
+	read := func() string {
+		r, err := pr.Exec(ctx(t), sb.ID, "cat tick.txt 2>/dev/null", 20*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(r.Output)
+	}
+	first := ""
+	waitFor(t, 10*time.Second, "the process to write", func() bool { first = read(); return first != "" })
+	waitFor(t, 10*time.Second, "the process to go on", func() bool { return read() != first })
+	if err := p.Stop(ctx(t), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pr.Exec(ctx(t), sb.ID, "true", 5*time.Second); err == nil {
+		t.Fatal("exec in a stopped sandbox worked")
+	}
+	if _, err := p.Start(ctx(t), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	last := read()
+	time.Sleep(300 * time.Millisecond)
+	if read() != last {
+		t.Fatal("a process outlived the stop of its sandbox")
+	}
+	if err := pr.Upload(ctx(t), sb.ID, "../outside.txt", []byte("x"), 0o644); err == nil {
+		t.Fatal("an upload left the workspace")
+	}
+}
+
+func testPreview(t *testing.T, p sandbox.Provider) {
+	pr := p.(sandbox.Processes)
+	pv, ok := p.(sandbox.Previews)
+	if !ok {
+		t.Fatalf("%s is not a sandbox.Previews", p.Name())
+	}
+	sb := create(t, p, nil)
+	port := freePort(t)
+	server := fmt.Sprintf(`exec node -e "require('http').createServer((q,s)=>s.end('preview '+q.url)).listen(%d)"`, port)
+	if err := pr.StartProcess(ctx(t), sb.ID, "app", server); err != nil {
+		t.Fatal(err)
+	}
+	url, header, err := pv.Preview(ctx(t), sb.ID, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(u string, h http.Header) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		for k, v := range h {
+			req.Header[k] = v
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	waitFor(t, 15*time.Second, "the preview to answer", func() bool {
+		code, body := get(strings.TrimRight(url, "/")+"/hello", header)
+		return code == 200 && body == "preview /hello"
+	})
+	if len(header) > 0 {
+		if code, _ := get(url, nil); code == 200 {
+			t.Fatal("a private preview answered without its header")
+		}
+	}
+	signed, expires, err := pv.SignedPreview(ctx(t), sb.ID, port, time.Minute)
+	if err != nil || time.Until(expires) < 50*time.Second || time.Until(expires) > 70*time.Second {
+		t.Fatalf("signed preview: %s %v %v", signed, expires, err)
+	}
+	if code, body := get(strings.TrimRight(signed, "/")+"/x", nil); code != 200 || body != "preview /x" {
+		t.Fatalf("signed preview answered %d %q", code, body)
+	}
+}
+
+func testArchive(t *testing.T, p sandbox.Provider) {
+	a := p.(sandbox.Archiver)
+	sb := create(t, p, nil)
+	if err := a.Archive(ctx(t), sb.ID); err == nil {
+		t.Fatal("archived a started sandbox")
+	}
+	if err := p.Stop(ctx(t), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Archive(ctx(t), sb.ID); err != nil {
+		t.Fatalf("archive: %v", err)
+	}
+	if _, err := p.(sandbox.Waiter).WaitState(ctx(t), sb.ID, sandbox.StateArchived, 30*time.Second); err != nil {
+		t.Fatalf("wait for archived: %v", err)
+	}
+	started, err := p.Start(ctx(t), sb.ID)
+	if err != nil {
+		t.Fatalf("start an archived sandbox: %v", err)
+	}
+	RelayAnswers(t, started.Relay)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
