@@ -346,7 +346,9 @@ func (t *Transcript) applyAgent(data []byte) {
 	}
 }
 
-func (t *Transcript) blockKey(msgID string, index int) string { return fmt.Sprintf("%s/%d", msgID, index) }
+func (t *Transcript) blockKey(msgID string, index int) string {
+	return fmt.Sprintf("%s/%d", msgID, index)
+}
 
 // applyStreamEvent grows streamed text: message_start names the message (newer CLIs also put
 // its id on every event), deltas add to its blocks.
