@@ -126,6 +126,13 @@ func (d *driver) run(ctx context.Context) {
 	}
 	d.log = d.log.With("thread", sess.Thread)
 	d.inboxDone = sess.InboxDone
+	fctx, stopFollowers := context.WithCancel(context.WithoutCancel(ctx))
+	var followers sync.WaitGroup
+	for _, f := range d.m.cfg.Followers {
+		followers.Add(1)
+		go func() { defer followers.Done(); f.Follow(fctx, sess) }()
+	}
+	defer func() { stopFollowers(); followers.Wait() }()
 	d.mu.Lock()
 	d.claudeID = sess.ClaudeSessionID
 	d.hadTurn = sess.State == StateRunning

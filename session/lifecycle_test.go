@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -361,4 +362,69 @@ func TestStoreOutageMidTurn(t *testing.T) {
 	var last map[string]any
 	_ = json.Unmarshal(evs[len(evs)-1].Data, &last)
 	relaySeqsOnce(t, evs)
+}
+
+// recordingFollower notes which sessions it follows and when it lets go.
+type recordingFollower struct {
+	mu      sync.Mutex
+	started map[string]int
+	ended   map[string]int
+}
+
+func (f *recordingFollower) Follow(ctx context.Context, sess *session.Session) {
+	f.mu.Lock()
+	f.started[sess.ID]++
+	f.mu.Unlock()
+	<-ctx.Done()
+	f.mu.Lock()
+	f.ended[sess.ID]++
+	f.mu.Unlock()
+}
+
+func (f *recordingFollower) counts(id string) (started, ended int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.started[id], f.ended[id]
+}
+
+// TestFollowersRunWhereSessionIsDriven checks that a session is followed by the replica
+// driving it, once, and by the next replica when the first leaves.
+func TestFollowersRunWhereSessionIsDriven(t *testing.T) {
+	g := newGroup(t, testenv.RedisURL(t))
+	fa := &recordingFollower{started: map[string]int{}, ended: map[string]int{}}
+	fb := &recordingFollower{started: map[string]int{}, ended: map[string]int{}}
+	a := g.start(t, "replica-a", session.Config{DrainTimeout: time.Millisecond, Followers: []session.Follower{fa}})
+	ctx := context.Background()
+	sub, err := a.mgr.Submit(ctx, "web:fol", "web:a", "echo one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sub.Session.ID
+	a.waitFor(t, id, "the first turn", results(1))
+	b := g.start(t, "replica-b", session.Config{Followers: []session.Follower{fb}})
+	if _, err := a.mgr.Submit(ctx, "web:fol", "web:a", "echo two"); err != nil {
+		t.Fatal(err)
+	}
+	a.waitFor(t, id, "the second turn", results(2))
+	if s, _ := fa.counts(id); s != 1 {
+		t.Fatalf("replica a followed the session %d times while driving it, want 1", s)
+	}
+	if s, _ := fb.counts(id); s != 0 {
+		t.Fatalf("replica b followed a session it does not drive")
+	}
+	a.stop()
+	if s, e := fa.counts(id); s != 1 || e != 1 {
+		t.Fatalf("after a stopped: a started %d, ended %d following; want 1 and 1", s, e)
+	}
+	testenv.WaitFor(t, 15*time.Second, "b to follow the session it took over", func() bool {
+		s, _ := fb.counts(id)
+		return s == 1
+	})
+	if _, err := b.mgr.Submit(ctx, "web:fol", "web:a", "echo three"); err != nil {
+		t.Fatal(err)
+	}
+	b.waitFor(t, id, "a turn on b", results(3))
+	if s, _ := fb.counts(id); s != 1 {
+		t.Fatalf("b followed the session %d times, want 1", s)
+	}
 }

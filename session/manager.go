@@ -56,6 +56,16 @@ type Config struct {
 	// Admins may answer any session's permission requests and manage any session, as
 	// "<platform>:<user id>".
 	Admins []string
+	// Followers show sessions somewhere (chat threads): each runs for every session this
+	// replica drives, while it drives it, so that exactly one replica shows a session.
+	Followers []Follower
+}
+
+// Follower shows a session somewhere, a chat thread say. Follow runs from when this replica
+// takes the session until it lets go, when ctx ends; it should then show the last state and
+// return. It decides itself whether the session is one of its own (by the thread key).
+type Follower interface {
+	Follow(ctx context.Context, sess *Session)
 }
 
 // Manager runs sessions: it takes prompts into each session's inbox, and for the sessions this
