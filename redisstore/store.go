@@ -280,6 +280,7 @@ func (s *Store) Update(ctx context.Context, id string, u session.Update, fence i
 	}{
 		{"provider", u.Provider}, {"sandbox_id", u.SandboxID}, {"claude_session_id", u.ClaudeSessionID},
 		{"preview_url", u.PreviewURL}, {"inbox_done", u.InboxDone}, {"permission_mode", u.PermissionMode},
+		{"model", u.Model},
 	} {
 		if f.v != nil {
 			args = append(args, f.name, *f.v)
@@ -776,6 +777,7 @@ func encode(s *session.Session) map[string]any {
 		"claude_session_id": s.ClaudeSessionID,
 		"preview_url":       s.PreviewURL,
 		"permission_mode":   s.PermissionMode,
+		"model":             s.Model,
 		"relay_id":          s.RelayID,
 		"relay_seq":         s.RelaySeq,
 		"last_seq":          s.LastSeq,
@@ -802,6 +804,7 @@ func decode(m map[string]string) *session.Session {
 		ClaudeSessionID: m["claude_session_id"],
 		PreviewURL:      m["preview_url"],
 		PermissionMode:  m["permission_mode"],
+		Model:           m["model"],
 		RelayID:         m["relay_id"],
 		RelaySeq:        i("relay_seq"),
 		LastSeq:         i("last_seq"),

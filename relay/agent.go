@@ -28,6 +28,8 @@ type AgentConfig struct {
 	// PermissionMode is passed as --permission-mode when set (default, acceptEdits, plan,
 	// bypassPermissions).
 	PermissionMode string
+	// Model is passed as --model when set ("" = Claude Code's default).
+	Model string
 	// AllowBypass lets the mode be switched to bypassPermissions later
 	// (--allow-dangerously-skip-permissions). Running as root, the CLI also needs IS_SANDBOX=1
 	// for that, which the relay then sets: a sandbox is what the flag is for.
@@ -50,7 +52,7 @@ func (c AgentConfig) withDefaults() AgentConfig {
 // argv is the full command line for a start in the given permission mode that resumes the
 // given Claude session ("" = a new one). Permission requests always come to the relay
 // (--permission-prompt-tool stdio), which passes them on to its clients.
-func (c AgentConfig) argv(mode, resume string) []string {
+func (c AgentConfig) argv(mode, model, resume string) []string {
 	args := []string{
 		"--output-format", "stream-json",
 		"--verbose",
@@ -60,6 +62,9 @@ func (c AgentConfig) argv(mode, resume string) []string {
 	}
 	if mode != "" {
 		args = append(args, "--permission-mode", mode)
+	}
+	if model != "" {
+		args = append(args, "--model", model)
 	}
 	if c.AllowBypass {
 		args = append(args, "--allow-dangerously-skip-permissions")
@@ -111,8 +116,8 @@ type agentHooks struct {
 
 var errAgentGone = errors.New("agent is not running")
 
-func startAgent(cfg AgentConfig, mode, resume string, h agentHooks) (*agentProc, error) {
-	cmd := exec.Command(cfg.Command, cfg.argv(mode, resume)...)
+func startAgent(cfg AgentConfig, mode, model, resume string, h agentHooks) (*agentProc, error) {
+	cmd := exec.Command(cfg.Command, cfg.argv(mode, model, resume)...)
 	cmd.Dir = cfg.Dir
 	cmd.Env = cfg.env()
 	setProcAttrs(cmd)

@@ -45,6 +45,7 @@ func startCLIRelay(t *testing.T, mode string, cfg relay.Config) *cliRelay {
 		},
 		PermissionMode: mode,
 		AllowBypass:    cfg.Agent.AllowBypass,
+		Model:          cfg.Agent.Model,
 	}
 	return &cliRelay{harness: startRelay(t, cfg), ws: ws}
 }
@@ -403,5 +404,49 @@ func TestCLIShutdownInterruptsAndFlushes(t *testing.T) {
 	evs := c.snapshot()
 	if res := lastResult(t, evs); res["subtype"] != "error_during_execution" {
 		t.Fatalf("the interrupted turn's result did not reach the client before shutdown: %v", res)
+	}
+}
+
+// assistantModels lists the model of each assistant message (the scripted model echoes the
+// model the CLI asked for).
+func assistantModels(evs []relay.Event) []string {
+	var out []string
+	for _, m := range agentLines(evs, "assistant", "") {
+		if msg, ok := m["message"].(map[string]any); ok {
+			model, _ := msg["model"].(string)
+			out = append(out, model)
+		}
+	}
+	return out
+}
+
+func TestCLIModelAtStartAndChanged(t *testing.T) {
+	r := startCLIRelay(t, "default", relay.Config{Agent: relay.AgentConfig{Model: "claude-sonnet-4-5"}})
+	c := collect(t, r.endpoint(), relay.Cursor{}, relay.ClientConfig{})
+	ctx := bg(t)
+	if err := c.client.Prompt(ctx, "", "scenario:text first", ""); err != nil {
+		t.Fatal(err)
+	}
+	evs := waitResults(t, c, 1)
+	if ms := assistantModels(evs); len(ms) == 0 || ms[len(ms)-1] != "claude-sonnet-4-5" {
+		t.Fatalf("models of the first turn %v, want claude-sonnet-4-5 from --model", ms)
+	}
+	// At run time: the running CLI switches for the next turn.
+	if err := c.client.SetModel(ctx, "claude-haiku-4-5"); err != nil {
+		t.Fatalf("set model: %v", err)
+	}
+	if err := c.client.Prompt(ctx, "", "scenario:text second", ""); err != nil {
+		t.Fatal(err)
+	}
+	evs = waitResults(t, c, 2)
+	if ms := assistantModels(evs); ms[len(ms)-1] != "claude-haiku-4-5" {
+		t.Fatalf("models after set_model %v, want claude-haiku-4-5 last", ms)
+	}
+	if ns := noticesOf(evs, relay.EventModelChanged); len(ns) != 1 || ns[0].Model != "claude-haiku-4-5" {
+		t.Fatalf("model notices %+v", ns)
+	}
+	var re *relay.RemoteError
+	if err := c.client.SetModel(ctx, "--dangerously-skip-permissions"); !errors.As(err, &re) || re.Code != relay.CodeBadFrame {
+		t.Fatalf("a flag as a model name: %v, want a bad_frame refusal", err)
 	}
 }

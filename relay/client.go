@@ -406,6 +406,11 @@ func (c *Client) SetPermissionMode(ctx context.Context, mode string) error {
 	return c.request(ctx, clientFrame{Type: TypeSetMode, ID: NewID("m"), Mode: mode}).err
 }
 
+// SetModel changes the model Claude Code uses.
+func (c *Client) SetModel(ctx context.Context, model string) error {
+	return c.request(ctx, clientFrame{Type: TypeSetModel, ID: NewID("m"), Model: model}).err
+}
+
 func (c *Client) request(ctx context.Context, f clientFrame) answer {
 	for {
 		c.mu.Lock()

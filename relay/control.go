@@ -160,6 +160,60 @@ func (s *Server) startSetMode(mode string) (func() error, error) {
 	}, nil
 }
 
+// SetModel changes the model Claude Code uses, for the running agent and for any later start.
+func (s *Server) SetModel(model string) error {
+	wait, err := s.startSetModel(model)
+	if err != nil || wait == nil {
+		return err
+	}
+	return wait()
+}
+
+func (s *Server) startSetModel(model string) (func() error, error) {
+	if !ValidModel(model) {
+		return nil, frameError{CodeBadFrame, fmt.Sprintf("%q is not a model name (letters, digits, '.', '-', '_', '[', ']' and ':', up to 100)", model)}
+	}
+	s.amu.Lock()
+	running := s.agent != nil
+	if !running {
+		s.model = model
+	}
+	s.amu.Unlock()
+	if !running {
+		s.publishNotice(RelayNotice{Event: EventModelChanged, Model: model})
+		return nil, nil
+	}
+	wait, err := s.control("set_model", map[string]any{"model": model})
+	if err != nil {
+		return nil, err
+	}
+	return func() error {
+		if _, err := wait(); err != nil {
+			return fmt.Errorf("set model %s: %w", model, err)
+		}
+		s.amu.Lock()
+		s.model = model
+		s.amu.Unlock()
+		s.publishNotice(RelayNotice{Event: EventModelChanged, Model: model})
+		return nil
+	}, nil
+}
+
+// ValidModel reports whether name looks like a model name or alias ("sonnet",
+// "claude-sonnet-4-5", "claude-opus-4-1[1m]"): it goes on Claude Code's command line.
+func ValidModel(name string) bool {
+	if name == "" || len(name) > 100 || name[0] == '-' {
+		return false
+	}
+	for _, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(".-_[]:", r)
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // control writes a control request to the running agent and returns a function that waits for
 // its answer.
 func (s *Server) control(subtype string, fields map[string]any) (func() (json.RawMessage, error), error) {
@@ -272,7 +326,7 @@ func (s *Server) permissionTimedOut(id string) {
 
 // startAgentLocked starts the agent. Called with amu held.
 func (s *Server) startAgentLocked(resume string, restart bool) error {
-	p, err := startAgent(s.cfg.Agent, s.mode, resume, agentHooks{
+	p, err := startAgent(s.cfg.Agent, s.mode, s.model, resume, agentHooks{
 		onLine:    s.onAgentLine,
 		onTooLong: func(_ *agentProc, n int) { s.publishNotice(RelayNotice{Event: EventLineTooLong, Bytes: n}) },
 		onExit:    s.onAgentExit,
@@ -491,7 +545,7 @@ func (s *Server) replaceUnresumable(p *agentProc, held [][]byte, written []strin
 func (s *Server) agentState() AgentState {
 	s.amu.Lock()
 	defer s.amu.Unlock()
-	st := AgentState{Running: s.agent != nil, SessionID: s.sessionID, PendingTurns: s.pending, Mode: s.mode}
+	st := AgentState{Running: s.agent != nil, SessionID: s.sessionID, PendingTurns: s.pending, Mode: s.mode, Model: s.model}
 	for _, pr := range s.perms {
 		st.Permissions = append(st.Permissions, pr.PendingPermission)
 	}

@@ -23,6 +23,8 @@ const (
 	TypePermission = "permission"
 	// TypeSetMode changes Claude Code's permission mode.
 	TypeSetMode = "set_permission_mode"
+	// TypeSetModel changes the model Claude Code uses.
+	TypeSetModel = "set_model"
 )
 
 // Event kinds.
@@ -42,6 +44,8 @@ const (
 	EventPermissionResolved = "permission_resolved"
 	// EventModeChanged reports a new permission mode.
 	EventModeChanged = "permission_mode"
+	// EventModelChanged reports a new model.
+	EventModelChanged = "model"
 	// EventPreview reports the dev server's state.
 	EventPreview = "preview"
 )
@@ -99,6 +103,7 @@ type AgentState struct {
 	SessionID    string `json:"session_id,omitempty"`
 	PendingTurns int    `json:"pending_turns"`
 	Mode         string `json:"permission_mode,omitempty"`
+	Model        string `json:"model,omitempty"`
 	// Permissions are the can_use_tool requests waiting for an answer.
 	Permissions []PendingPermission `json:"permissions,omitempty"`
 }
@@ -146,6 +151,8 @@ type RelayNotice struct {
 	Reason    string `json:"reason,omitempty"`
 	// permission_mode
 	Mode string `json:"mode,omitempty"`
+	// model
+	Model string `json:"model,omitempty"`
 	// preview
 	State    string `json:"state,omitempty"`
 	Port     int    `json:"port,omitempty"`
@@ -166,6 +173,8 @@ type clientFrame struct {
 	Message      string          `json:"message,omitempty"`
 	// set_permission_mode
 	Mode string `json:"mode,omitempty"`
+	// set_model
+	Model string `json:"model,omitempty"`
 }
 
 // Decision answers a permission request.

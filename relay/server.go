@@ -103,6 +103,7 @@ type Server struct {
 	sessionID string
 	pending   int
 	mode      string
+	model     string
 	seen      *idSet
 	stopping  bool
 	ctrlSeq   int
@@ -121,6 +122,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Agent.PermissionMode != "" && !slices.Contains(PermissionModes, cfg.Agent.PermissionMode) {
 		return nil, fmt.Errorf("relay: unknown permission mode %q", cfg.Agent.PermissionMode)
 	}
+	if cfg.Agent.Model != "" && !ValidModel(cfg.Agent.Model) {
+		return nil, fmt.Errorf("relay: %q is not a model name", cfg.Agent.Model)
+	}
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, fmt.Errorf("relay: make id: %w", err)
@@ -132,6 +136,7 @@ func NewServer(cfg Config) (*Server, error) {
 		buf:     newReplayBuffer(cfg.BufferEvents, cfg.BufferBytes),
 		clients: make(map[*wsConn]struct{}),
 		mode:    cfg.Agent.PermissionMode,
+		model:   cfg.Agent.Model,
 		seen:    newIDSet(1024),
 		perms:   make(map[string]*permRequest),
 		waits:   make(map[string]chan controlResult),
@@ -335,6 +340,8 @@ func (s *Server) handleFrame(c *wsConn, f clientFrame) {
 		}
 	case TypeSetMode:
 		wait, err = s.startSetMode(f.Mode)
+	case TypeSetModel:
+		wait, err = s.startSetModel(f.Model)
 	default:
 		err = frameError{CodeBadFrame, fmt.Sprintf("unknown frame type %q", f.Type)}
 	}

@@ -37,6 +37,8 @@ type Spec struct {
 	Env map[string]string
 	// PermissionMode is Claude Code's permission mode in this sandbox.
 	PermissionMode string
+	// Model is the model Claude Code starts with ("" = its default).
+	Model string
 	// Snapshot names the image or template the sandbox is made from.
 	Snapshot string
 	// Public makes the sandbox's preview URLs reachable without a token.

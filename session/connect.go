@@ -45,6 +45,7 @@ func (d *driver) connect(ctx context.Context) (*relayConn, error) {
 	conn := &relayConn{client: c, stop: cancel, dead: make(chan struct{})}
 	hello := make(chan struct{})
 	first := true
+	var agent relay.AgentState // as the first hello says; read after hello is closed
 	from := relay.Cursor{RelayID: sess.RelayID, Seq: sess.RelaySeq}
 	go func() {
 		conn.err = c.Run(cctx, from, relay.Handlers{
@@ -52,6 +53,7 @@ func (d *driver) connect(ctx context.Context) (*relayConn, error) {
 				d.onConnect(info, first)
 				if first {
 					first = false
+					agent = info.Hello.Agent
 					close(hello)
 				}
 			},
@@ -73,10 +75,29 @@ func (d *driver) connect(ctx context.Context) (*relayConn, error) {
 	d.preview = sb.PreviewURL
 	pending := d.pending
 	d.mu.Unlock()
+	d.applySettings(ctx, c, sess, agent)
 	if pending == 0 {
 		d.transition(StateIdle, "sandbox ready")
 	}
 	return conn, nil
+}
+
+// applySettings gives the relay the session's permission mode and model when it runs with
+// others: a pooled sandbox, or one woken after they were changed.
+func (d *driver) applySettings(ctx context.Context, c *relay.Client, sess *Session, agent relay.AgentState) {
+	mode := orDefault(sess.PermissionMode, d.m.cfg.PermissionMode)
+	if mode != "" && agent.Mode != mode {
+		if err := c.SetPermissionMode(ctx, mode); err != nil {
+			d.log.Warn("could not give the relay the session's permission mode", "mode", mode, "err", err)
+			d.status("settings", "Could not switch Claude Code to the "+mode+" permission mode: "+userError(err))
+		}
+	}
+	if sess.Model != "" && agent.Model != sess.Model {
+		if err := c.SetModel(ctx, sess.Model); err != nil {
+			d.log.Warn("could not give the relay the session's model", "model", sess.Model, "err", err)
+			d.status("settings", "Could not switch Claude Code to the model "+sess.Model+": "+userError(err))
+		}
+	}
 }
 
 // ensureSandbox returns the session's sandbox with its relay answering, creating or waking it
@@ -131,6 +152,7 @@ func (d *driver) ensureSandbox(ctx context.Context, sess *Session) (*sandbox.San
 		Labels:         map[string]string{LabelSession: d.id, LabelThread: sess.Thread},
 		Env:            d.m.cfg.SandboxEnv,
 		PermissionMode: mode,
+		Model:          sess.Model,
 	})
 	if err != nil {
 		d.transition(StateFailed, "create failed: "+userError(err))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,7 +129,10 @@ func (d *driver) run(ctx context.Context) {
 	d.inboxDone = sess.InboxDone
 	fctx, stopFollowers := context.WithCancel(context.WithoutCancel(ctx))
 	var followers sync.WaitGroup
-	for _, f := range d.m.cfg.Followers {
+	d.m.mu.Lock()
+	fs := slices.Clone(d.m.followers)
+	d.m.mu.Unlock()
+	for _, f := range fs {
 		followers.Add(1)
 		go func() { defer followers.Done(); f.Follow(fctx, sess) }()
 	}
@@ -459,6 +463,21 @@ func (d *driver) setMode(ctx context.Context, mode string) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := c.SetPermissionMode(ctx, mode); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return nil
+}
+
+func (d *driver) setModel(ctx context.Context, model string) error {
+	d.mu.Lock()
+	c := d.client
+	d.mu.Unlock()
+	if c == nil {
+		return nil // the next start uses the session's model
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := c.SetModel(ctx, model); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return nil

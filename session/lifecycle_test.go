@@ -33,7 +33,7 @@ func newGroup(t *testing.T, url string) *group {
 	return &group{url: url, prefix: testenv.Prefix(t), dir: t.TempDir()}
 }
 
-func (g *group) start(t *testing.T, name string, cfg session.Config) *replica {
+func (g *group) start(t *testing.T, name string, cfg session.Config, followers ...session.Follower) *replica {
 	t.Helper()
 	rdb, err := redisstore.Open(g.url)
 	if err != nil {
@@ -57,6 +57,9 @@ func (g *group) start(t *testing.T, name string, cfg session.Config) *replica {
 	mgr, err := session.NewManager(st, prov, cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range followers {
+		mgr.AddFollower(f)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &replica{env: &env{store: st, provider: prov, mgr: mgr}, cancel: cancel, done: make(chan struct{})}
@@ -393,7 +396,7 @@ func TestFollowersRunWhereSessionIsDriven(t *testing.T) {
 	g := newGroup(t, testenv.RedisURL(t))
 	fa := &recordingFollower{started: map[string]int{}, ended: map[string]int{}}
 	fb := &recordingFollower{started: map[string]int{}, ended: map[string]int{}}
-	a := g.start(t, "replica-a", session.Config{DrainTimeout: time.Millisecond, Followers: []session.Follower{fa}})
+	a := g.start(t, "replica-a", session.Config{DrainTimeout: time.Millisecond}, fa)
 	ctx := context.Background()
 	sub, err := a.mgr.Submit(ctx, "web:fol", "web:a", "echo one")
 	if err != nil {
@@ -401,7 +404,7 @@ func TestFollowersRunWhereSessionIsDriven(t *testing.T) {
 	}
 	id := sub.Session.ID
 	a.waitFor(t, id, "the first turn", results(1))
-	b := g.start(t, "replica-b", session.Config{Followers: []session.Follower{fb}})
+	b := g.start(t, "replica-b", session.Config{}, fb)
 	if _, err := a.mgr.Submit(ctx, "web:fol", "web:a", "echo two"); err != nil {
 		t.Fatal(err)
 	}

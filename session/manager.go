@@ -56,9 +56,13 @@ type Config struct {
 	// Admins may answer any session's permission requests and manage any session, as
 	// "<platform>:<user id>".
 	Admins []string
-	// Followers show sessions somewhere (chat threads): each runs for every session this
-	// replica drives, while it drives it, so that exactly one replica shows a session.
-	Followers []Follower
+}
+
+// AddFollower adds f to the followers of the sessions this replica drives. Call it before Run.
+func (m *Manager) AddFollower(f Follower) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.followers = append(m.followers, f)
 }
 
 // Follower shows a session somewhere, a chat thread say. Follow runs from when this replica
@@ -82,10 +86,11 @@ type Manager struct {
 	base   context.Context // drivers run under it; cancelled when Run has drained
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	drivers map[string]*driver
-	closing bool
-	wg      sync.WaitGroup
+	mu        sync.Mutex
+	followers []Follower
+	drivers   map[string]*driver
+	closing   bool
+	wg        sync.WaitGroup
 }
 
 // NewManager makes a Manager.
@@ -300,6 +305,23 @@ type Submitted struct {
 // prompt, puts the prompt in the session's inbox (and in its log), and makes sure a replica
 // drives the session. It returns once the prompt is stored; what follows shows in the log.
 func (m *Manager) Submit(ctx context.Context, thread, user, text string) (*Submitted, error) {
+	return m.SubmitWith(ctx, thread, user, text, Settings{})
+}
+
+// Settings are what a new session starts with; zero fields take the bot's defaults.
+type Settings struct {
+	// PermissionMode is Claude Code's permission mode (relay.PermissionModes).
+	PermissionMode string
+	// Model is Claude Code's model or alias ("sonnet", "claude-opus-4-1").
+	Model string
+}
+
+// SubmitWith is Submit for a thread whose session, if this prompt creates it, starts with
+// settings (a channel's, say). A session that exists keeps its own.
+func (m *Manager) SubmitWith(ctx context.Context, thread, user, text string, settings Settings) (*Submitted, error) {
+	if err := settings.check(); err != nil {
+		return nil, err
+	}
 	if strings.TrimSpace(text) == "" {
 		return nil, ErrEmptyPrompt
 	}
@@ -318,6 +340,7 @@ func (m *Manager) Submit(ctx context.Context, thread, user, text string) (*Submi
 	if errors.Is(err, ErrNotFound) {
 		sess, _, err = m.store.CreateForThread(ctx, &Session{
 			ID: relay.NewID("ses"), Thread: thread, Owner: user, State: StateNew,
+			PermissionMode: settings.PermissionMode, Model: settings.Model,
 		})
 	}
 	if err != nil {
@@ -521,11 +544,49 @@ func (m *Manager) end(ctx context.Context, thread, user string, destroy bool) er
 	return m.store.Close(ctx, sess.ID, m.cfg.ClosedRetention)
 }
 
+func (s Settings) check() error {
+	if s.PermissionMode != "" && !slices.Contains(relay.PermissionModes, s.PermissionMode) {
+		return fmt.Errorf("%w: unknown permission mode %q (use %s)", ErrBadSetting, s.PermissionMode, strings.Join(relay.PermissionModes, ", "))
+	}
+	if s.Model != "" && !relay.ValidModel(s.Model) {
+		return fmt.Errorf("%w: %q is not a model name (try sonnet, opus, haiku or a full name like claude-sonnet-4-5)", ErrBadSetting, s.Model)
+	}
+	return nil
+}
+
+// SetModel changes the model of the thread's session, now (if its agent runs) and for later
+// starts.
+func (m *Manager) SetModel(ctx context.Context, thread, user, model string) error {
+	if model == "" {
+		return fmt.Errorf("%w: name a model", ErrBadSetting)
+	}
+	if err := (Settings{Model: model}).check(); err != nil {
+		return err
+	}
+	sess, err := m.store.ByThread(ctx, thread)
+	if err != nil {
+		return err
+	}
+	if err := m.mayManage(sess, user, "change its model"); err != nil {
+		return err
+	}
+	if err := m.store.Update(ctx, sess.ID, Update{Model: &model}, 0); err != nil {
+		return err
+	}
+	if d := m.driverOf(sess.ID); d != nil {
+		return d.setModel(ctx, model)
+	}
+	return nil
+}
+
 // SetPermissionMode changes the permission mode of the thread's session, now (if its agent
 // runs) and for later starts.
 func (m *Manager) SetPermissionMode(ctx context.Context, thread, user, mode string) error {
-	if !slices.Contains(relay.PermissionModes, mode) {
-		return fmt.Errorf("%w: unknown permission mode %q (use %s)", ErrUnavailable, mode, strings.Join(relay.PermissionModes, ", "))
+	if mode == "" {
+		return fmt.Errorf("%w: name a permission mode (%s)", ErrBadSetting, strings.Join(relay.PermissionModes, ", "))
+	}
+	if err := (Settings{PermissionMode: mode}).check(); err != nil {
+		return err
 	}
 	sess, err := m.store.ByThread(ctx, thread)
 	if err != nil {

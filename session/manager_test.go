@@ -483,3 +483,71 @@ func lastResultText(evs []session.Event) string {
 	}
 	return ""
 }
+
+// initModels lists the model each system/init line of the log names: the stand-in agent
+// reports the model it was started with or switched to.
+func initModels(evs []session.Event) []string {
+	var out []string
+	for _, ev := range evs {
+		if ev.Kind == session.KindAgent && field(ev.Data, "type") == "system" && field(ev.Data, "subtype") == "init" {
+			out = append(out, field(ev.Data, "model"))
+		}
+	}
+	return out
+}
+
+func TestSettingsOfANewSessionAndChanges(t *testing.T) {
+	e := newEnv(t, session.Config{})
+	ctx := context.Background()
+	if _, err := e.mgr.SubmitWith(ctx, "web:set", "web:owner", "echo hi", session.Settings{Model: "--help"}); !errors.Is(err, session.ErrBadSetting) {
+		t.Fatalf("a flag as a model: %v, want ErrBadSetting", err)
+	}
+	if _, err := e.mgr.SubmitWith(ctx, "web:set", "web:owner", "echo hi", session.Settings{PermissionMode: "yolo"}); !errors.Is(err, session.ErrBadSetting) {
+		t.Fatalf("an unknown mode: %v, want ErrBadSetting", err)
+	}
+	sub, err := e.mgr.SubmitWith(ctx, "web:set", "web:owner", "echo one", session.Settings{Model: "claude-sonnet-4-5", PermissionMode: "plan"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sub.Session.ID
+	evs := e.waitFor(t, id, "the first turn", results(1))
+	if ms := initModels(evs); len(ms) != 1 || ms[0] != "claude-sonnet-4-5" {
+		t.Fatalf("the agent ran with models %v, want the session's claude-sonnet-4-5", ms)
+	}
+	s, err := e.mgr.Get(ctx, id)
+	if err != nil || s.Model != "claude-sonnet-4-5" || s.PermissionMode != "plan" {
+		t.Fatalf("session %+v %v: settings not kept", s, err)
+	}
+	// Settings given for a thread that has a session change nothing.
+	if _, err := e.mgr.SubmitWith(ctx, "web:set", "web:owner", "echo two", session.Settings{Model: "opus"}); err != nil {
+		t.Fatal(err)
+	}
+	evs = e.waitFor(t, id, "the second turn", results(2))
+	if ms := initModels(evs); ms[len(ms)-1] != "claude-sonnet-4-5" {
+		t.Fatalf("models %v: a later prompt's settings changed the session", ms)
+	}
+	if err := e.mgr.SetModel(ctx, "web:set", "web:someone", "opus"); !errors.Is(err, session.ErrForbidden) {
+		t.Fatalf("a stranger changing the model: %v, want ErrForbidden", err)
+	}
+	if err := e.mgr.SetModel(ctx, "web:set", "web:owner", "claude-haiku-4-5"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.mgr.Submit(ctx, "web:set", "web:owner", "echo three"); err != nil {
+		t.Fatal(err)
+	}
+	evs = e.waitFor(t, id, "the third turn", results(3))
+	if ms := initModels(evs); ms[len(ms)-1] != "claude-haiku-4-5" {
+		t.Fatalf("models %v: the running agent did not switch", ms)
+	}
+	// The session keeps its model through a stop and a wake (a new relay and agent).
+	if err := e.mgr.Stop(ctx, "web:set", "web:owner"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.mgr.Submit(ctx, "web:set", "web:owner", "echo four"); err != nil {
+		t.Fatal(err)
+	}
+	evs = e.waitFor(t, id, "the fourth turn", results(4))
+	if ms := initModels(evs); ms[len(ms)-1] != "claude-haiku-4-5" {
+		t.Fatalf("models %v: the model was lost over a wake", ms)
+	}
+}

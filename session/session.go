@@ -42,7 +42,9 @@ type Session struct {
 	InboxDone string `json:"inbox_done,omitempty"`
 	// PermissionMode is Claude Code's permission mode for this session ("" = the default).
 	PermissionMode string `json:"permission_mode,omitempty"`
-	Usage          Usage  `json:"usage"`
+	// Model is the model Claude Code uses in this session ("" = the bot's default).
+	Model string `json:"model,omitempty"`
+	Usage Usage  `json:"usage"`
 }
 
 // Usage adds up what a session's turns cost.
@@ -155,6 +157,8 @@ var (
 	ErrLeaseLost = errors.New("session lease lost")
 	// ErrStoreDown: the session store (Redis) does not answer.
 	ErrStoreDown = errors.New("session store unreachable")
+	// ErrBadSetting: a permission mode or model that is not one.
+	ErrBadSetting = errors.New("bad setting")
 )
 
 // ptr returns a pointer to v, for Update fields.

@@ -109,4 +109,5 @@ type Update struct {
 	PreviewURL      *string
 	InboxDone       *string
 	PermissionMode  *string
+	Model           *string
 }

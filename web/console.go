@@ -217,6 +217,8 @@ func handle(log *slog.Logger, h func(http.ResponseWriter, *http.Request) error) 
 			ae = &apiError{http.StatusRequestEntityTooLarge, "prompt_too_large", "Your prompt is too long: " + strings.TrimPrefix(err.Error(), session.ErrPromptTooLarge.Error()+": ") + ". Shorten it or split it into several messages."}
 		case errors.Is(err, session.ErrEmptyPrompt):
 			ae = &apiError{http.StatusBadRequest, "empty_prompt", "The prompt is empty."}
+		case errors.Is(err, session.ErrBadSetting):
+			ae = &apiError{http.StatusBadRequest, "bad_setting", strings.TrimPrefix(err.Error(), session.ErrBadSetting.Error()+": ")}
 		case errors.Is(err, session.ErrStoreDown):
 			ae = &apiError{http.StatusServiceUnavailable, "store_down", "Nightona can't reach its session store (Redis) right now, so this was not done. It usually comes back within a minute: try again then."}
 		case errors.Is(err, session.ErrUnavailable):

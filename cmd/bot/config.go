@@ -42,6 +42,7 @@ type config struct {
 	LogLevel       slog.Level
 	LogFormat      string
 	DaytonaKey     string
+	LinkTTL        time.Duration
 }
 
 // loadConfig reads the configuration through getenv and checks it. Every problem is reported,
@@ -132,6 +133,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		{"NIGHTONA_IDLE_TIMEOUT", &c.IdleTimeout, 30 * time.Minute, true},
 		{"NIGHTONA_CLOSED_RETENTION", &c.Retention, 7 * 24 * time.Hour, false},
 		{"NIGHTONA_POOL_MAX_AGE", &c.PoolMaxAge, time.Hour, false},
+		{"NIGHTONA_LINK_TTL", &c.LinkTTL, 7 * 24 * time.Hour, false},
 	}
 	for _, d := range durations {
 		*d.dst = d.def

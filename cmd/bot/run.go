@@ -187,6 +187,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("listen on NIGHTONA_ADDR %s: %w", cfg.Addr, err)
 	}
+	publicURL := cfg.PublicURL
+	if publicURL == "" {
+		publicURL = strings.TrimRight(localURL(ln.Addr()), "/")
+	}
+	platforms, err := chats(cfg, chatDeps{
+		Log: log, Manager: mgr, Store: store, Registry: reg, PublicURL: publicURL, Getenv: getenv,
+		Links: web.NewLinks(cfg.Secret, publicURL, cfg.LinkTTL),
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	for _, p := range platforms {
+		mgr.AddFollower(p)
+		p.Mount(r)
+	}
 	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	consoleURL := localURL(ln.Addr())
 	banner(stdout, cfg, consoleURL, modelDesc, redisDesc, sandboxDir)
@@ -201,6 +217,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return mgr.Run(gctx)
 	})
 	g.Go(func() error { return warm.Run(gctx) })
+	// Chat platforms hold their connections until the sessions have drained, so that the last
+	// state of every thread lands.
+	chatCtx, stopChats := context.WithCancel(context.Background())
+	defer stopChats()
+	for _, p := range platforms {
+		g.Go(func() error {
+			err := p.Run(chatCtx)
+			if err != nil && chatCtx.Err() == nil {
+				return fmt.Errorf("%s: %w", p.Name(), err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)
@@ -222,6 +251,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		draining.Store(true)
 		log.Info("shutting down: draining running turns", "timeout", cfg.DrainTimeout)
 		<-mgrDone // the HTTP server keeps streaming transcripts while turns finish
+		stopChats()
 		console.Close()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

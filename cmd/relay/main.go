@@ -54,6 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	dir := fs.String("dir", "", "workspace folder Claude Code runs in (default: the current folder)")
 	agent := fs.String("agent", "claude", "the Claude Code CLI to run")
 	mode := fs.String("permission-mode", "", "Claude Code permission mode (default, acceptEdits, plan, bypassPermissions)")
+	model := fs.String("model", "", "Claude Code model or alias (empty: Claude Code's default)")
 	allowBypass := fs.Bool("allow-bypass", false, "let the permission mode be switched to bypassPermissions")
 	permTimeout := fs.Duration("permission-timeout", 10*time.Minute, "deny a permission request nobody answers within this time")
 	origins := fs.String("allowed-origins", "", "comma-separated Origins browsers may connect from")
@@ -103,6 +104,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			Dir:            *dir,
 			Env:            env,
 			PermissionMode: *mode,
+			Model:          *model,
 			AllowBypass:    *allowBypass,
 		},
 		Preview:           preview,

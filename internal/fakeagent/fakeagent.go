@@ -42,12 +42,16 @@ func Main() {
 // Run runs the stand-in and returns its exit status.
 func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	session := "fake-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	model := "fake"
 	for i, a := range args {
 		if a == "--resume" && i+1 < len(args) {
 			session = args[i+1]
 		}
+		if a == "--model" && i+1 < len(args) {
+			model = args[i+1]
+		}
 	}
-	a := &agent{out: bufio.NewWriterSize(stdout, 64<<10), session: session, interrupt: make(chan struct{}, 1),
+	a := &agent{out: bufio.NewWriterSize(stdout, 64<<10), session: session, model: model, interrupt: make(chan struct{}, 1),
 		answers: make(chan json.RawMessage, 16)}
 	lines := make(chan []byte)
 	bad := make(chan string, 1)
@@ -103,6 +107,7 @@ type agent struct {
 	buf       []byte
 	out       *bufio.Writer
 	session   string
+	model     string // as --model or the last set_model named it; init reports it
 	msg       int
 	interrupt chan struct{}
 	answers   chan json.RawMessage
@@ -170,9 +175,16 @@ func (a *agent) handle(line []byte, stderr io.Writer) int {
 			} `json:"content"`
 		} `json:"message"`
 		RequestID string `json:"request_id"`
+		Request   struct {
+			Subtype string `json:"subtype"`
+			Model   string `json:"model"`
+		} `json:"request"`
 	}
 	_ = json.Unmarshal(line, &m)
 	if m.Type == "control_request" {
+		if m.Request.Subtype == "set_model" {
+			a.model = m.Request.Model
+		}
 		a.emit(map[string]any{"type": "control_response", "response": map[string]any{"subtype": "success", "request_id": m.RequestID}})
 		return -1
 	}
@@ -184,7 +196,7 @@ func (a *agent) handle(line []byte, stderr io.Writer) int {
 	default:
 	}
 	prompt := m.Message.Content[0].Text
-	a.emit(map[string]any{"type": "system", "subtype": "init", "cwd": ".", "model": "fake"})
+	a.emit(map[string]any{"type": "system", "subtype": "init", "cwd": ".", "model": a.model})
 	cmd, rest, _ := strings.Cut(prompt, " ")
 	parts := strings.Split(cmd, ":")
 	num := func(i, def int) int {

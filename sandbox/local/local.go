@@ -94,6 +94,7 @@ type meta struct {
 	CreatedAt      time.Time         `json:"created_at"`
 	Env            map[string]string `json:"env,omitempty"`
 	PermissionMode string            `json:"permission_mode,omitempty"`
+	Model          string            `json:"model,omitempty"`
 	// DevPort is the port the sandbox's dev server serves on, kept across restarts while free.
 	DevPort int `json:"dev_port,omitempty"`
 }
@@ -219,6 +220,7 @@ func (p *Provider) Create(ctx context.Context, spec sandbox.Spec) (*sandbox.Sand
 	b := &box{id: id, dir: dir, state: sandbox.StateCreating, meta: meta{
 		ID: id, Labels: copyMap(spec.Labels), CreatedAt: time.Now().UTC().Truncate(time.Millisecond),
 		Env: copyMap(spec.Env), PermissionMode: spec.PermissionMode,
+		Model: spec.Model,
 	}}
 	if err := p.prepare(b); err != nil {
 		os.RemoveAll(dir)

@@ -111,7 +111,7 @@ func (p *Provider) refresh(b *box) {
 func (p *Provider) startRelay(ctx context.Context, b *box, prestart bool) error {
 	b.mu.Lock()
 	b.state = sandbox.StateStarting
-	mode := b.meta.PermissionMode
+	mode, model := b.meta.PermissionMode, b.meta.Model
 	extra := b.meta.Env
 	b.mu.Unlock()
 	if mode == "" {
@@ -126,6 +126,9 @@ func (p *Provider) startRelay(ctx context.Context, b *box, prestart bool) error 
 		"-dir", filepath.Join(b.dir, workspace),
 		"-agent", p.cfg.Claude,
 		"-permission-mode", mode,
+	}
+	if model != "" {
+		args = append(args, "-model", model)
 	}
 	if prestart {
 		args = append(args, "-prestart")

@@ -92,7 +92,7 @@ func New(provider sandbox.Provider, cfg Config) *Pool {
 // specHash identifies what a sandbox was made with, labels aside.
 func specHash(s sandbox.Spec) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s|%s|%v|%v|%v|%v|%+v|", s.PermissionMode, s.Snapshot, s.Public, s.AutoStop, s.AutoArchive, s.AutoDelete, s.Resources)
+	fmt.Fprintf(h, "%s|%s|%s|%v|%v|%v|%v|%+v|", s.PermissionMode, s.Model, s.Snapshot, s.Public, s.AutoStop, s.AutoArchive, s.AutoDelete, s.Resources)
 	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
 		fmt.Fprintf(h, "%s=%s|", k, s.Env[k])
 	}
