@@ -175,6 +175,14 @@ func (t *Transcript) Apply(ev session.Event) {
 	case session.KindPrompt:
 		var p session.Prompt
 		if json.Unmarshal(ev.Data, &p) == nil {
+			// What came between turns (a status after a turn ended: the preview is up, the
+			// sandbox stopped) sits in a turn of its own with no prompt; a prompt closes it,
+			// or the new turn's events would land there.
+			for _, tr := range t.Turns {
+				if tr.Prompt == nil && !tr.Done {
+					tr.Done = true
+				}
+			}
 			t.Turns = append(t.Turns, &Turn{Prompt: &Prompt{ID: p.ID, User: p.User, Text: p.Text}})
 		}
 	case session.KindStatus:

@@ -329,3 +329,27 @@ func TestFormats(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusBetweenTurns: a status logged after a turn ended (the preview came up) must not
+// swallow the next turn's events.
+func TestStatusBetweenTurns(t *testing.T) {
+	r := newReplay()
+	r.prompt("p1", "slack:U1", "scenario:text a")
+	r.event(session.KindAgent, []byte(`{"type":"result","subtype":"success","duration_ms":5,"num_turns":1,"total_cost_usd":0.01,"result":"a"}`))
+	r.event(session.KindStatus, session.Status{Stage: session.StagePreviewReady, Message: "The preview is up.", URL: "http://preview"})
+	r.prompt("p2", "slack:U1", "scenario:text b")
+	r.event(session.KindAgent, []byte(`{"type":"result","subtype":"success","duration_ms":5,"num_turns":1,"total_cost_usd":0.02,"result":"b"}`))
+	if len(r.t.Turns) != 3 {
+		t.Fatalf("%d turns, want the two prompts and the status between them", len(r.t.Turns))
+	}
+	between, second := r.t.Turns[1], r.t.Turns[2]
+	if between.Prompt != nil || !between.Done || between.Result != nil || kinds(between.Items) != "status" {
+		t.Fatalf("the status turn: prompt %v done %v result %v items %q", between.Prompt, between.Done, between.Result, kinds(between.Items))
+	}
+	if second.Result == nil || second.Result.Text != "b" || !second.Done || r.t.Running() {
+		t.Fatalf("the second turn did not get its result: %+v running %v", second, r.t.Running())
+	}
+	if r.t.PreviewURL != "http://preview" {
+		t.Fatalf("preview %q", r.t.PreviewURL)
+	}
+}
