@@ -1,6 +1,3 @@
-// Package web serves Nightona's browser side: the local chat console (a chat surface of its
-// own when no Slack or Discord is configured) and, later, the companion pages. Its assets are
-// embedded, so the bot needs no build step.
 package web
 
 import (
@@ -9,32 +6,23 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"log/slog"
-	"mime"
-	"net"
 	"net/http"
-	"strconv"
+	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/gorilla/websocket"
 
 	"github.com/nightona/nightona/session"
 )
 
-//go:embed static
-var static embed.FS
-
-// Sessions is what the console needs of the session manager.
+// Sessions is what the console needs of the session manager. Implementations are safe for
+// concurrent use; errors are the session package's (ErrNotFound, ErrForbidden...).
 type Sessions interface {
 	Submit(ctx context.Context, thread, user, text string) (*session.Submitted, error)
 	Interrupt(ctx context.Context, thread string) error
@@ -43,6 +31,8 @@ type Sessions interface {
 	Session(ctx context.Context, thread string) (*session.Session, error)
 	Get(ctx context.Context, id string) (*session.Session, error)
 	Events(ctx context.Context, id string, after int64, max int, block time.Duration) ([]session.Event, error)
+	// List returns every session (the console shows its own threads of them).
+	List(ctx context.Context) ([]*session.Session, error)
 }
 
 // Info is what the console shows about this bot.
@@ -75,15 +65,11 @@ type ConsoleConfig struct {
 
 // Console serves the local chat console.
 type Console struct {
-	s   Sessions
-	cfg ConsoleConfig
-	log *slog.Logger
-
-	base    context.Context // transcript streams end when it is cancelled (Close)
-	cancel  context.CancelFunc
-	streams sync.WaitGroup
-
-	upgrader websocket.Upgrader
+	s      Sessions
+	cfg    ConsoleConfig
+	log    *slog.Logger
+	op     operator
+	stream *streamer
 }
 
 // NewConsole makes the console.
@@ -97,33 +83,24 @@ func NewConsole(s Sessions, cfg ConsoleConfig) (*Console, error) {
 	if cfg.User == "" {
 		cfg.User = "web:local"
 	}
-	if cfg.FollowBlock <= 0 {
-		cfg.FollowBlock = 5 * time.Second
-	}
-	base, cancel := context.WithCancel(context.Background())
-	c := &Console{s: s, cfg: cfg, log: cfg.Logger, base: base, cancel: cancel}
-	c.upgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 32 << 10} // default CheckOrigin: same host only
+	c := &Console{s: s, cfg: cfg, log: cfg.Logger, op: operator{secret: cfg.Secret}}
+	c.stream = newStreamer(s, cfg.Logger, cfg.FollowBlock)
 	return c, nil
 }
 
 // Close ends every open transcript stream and waits for them.
 func (c *Console) Close() {
-	c.cancel()
-	c.streams.Wait()
+	c.stream.close()
 }
 
-// Mount adds the console's routes to r.
+// Mount adds the console's routes to r. The pages' assets are MountAssets'.
 func (c *Console) Mount(r chi.Router) {
-	assets, _ := fs.Sub(static, "static")
 	r.Get("/login", c.login)
 	r.Group(func(r chi.Router) {
 		r.Use(c.guard)
-		r.Get("/", func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Cache-Control", "no-cache")
-			http.ServeFileFS(w, r, assets, "index.html")
-		})
-		r.Handle("/assets/*", http.StripPrefix("/assets/", http.FileServerFS(assets)))
+		r.Get("/", func(w http.ResponseWriter, r *http.Request) { servePage(w, r, "index.html") })
 		r.Get("/api/info", handle(c.log, c.info))
+		r.Get("/api/threads", handle(c.log, c.threads))
 		r.Post("/api/threads", handle(c.log, c.newThread))
 		r.Get("/api/threads/{thread}", handle(c.log, c.thread))
 		r.Post("/api/threads/{thread}/prompts", handle(c.log, c.prompt))
@@ -136,133 +113,51 @@ func (c *Console) Mount(r chi.Router) {
 
 // LoginURL is the link that lets a browser that is not on this machine into the console.
 func (c *Console) LoginURL(base string) string {
-	return strings.TrimRight(base, "/") + "/login?token=" + c.mac("console-login")
+	return strings.TrimRight(base, "/") + "/login?token=" + c.op.mac("console-login")
 }
 
-func (c *Console) mac(purpose string) string {
-	h := hmac.New(sha256.New, c.cfg.Secret)
+// operator recognises the person who runs the bot: a browser on this machine, or one that
+// opened the console's login link. The console and the dashboard both let them in.
+type operator struct{ secret []byte }
+
+const cookieName = "nightona_console"
+
+func (o operator) mac(purpose string) string {
+	h := hmac.New(sha256.New, o.secret)
 	h.Write([]byte(purpose))
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-const cookieName = "nightona_console"
+// allowed lets in browsers on this machine that name it by a loopback host, and others with
+// the login cookie.
+func (o operator) allowed(r *http.Request) bool {
+	if isLocal(r) {
+		return true
+	}
+	ck, err := r.Cookie(cookieName)
+	return err == nil && subtle.ConstantTimeCompare([]byte(ck.Value), []byte(o.mac("console-session"))) == 1
+}
 
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
-	if subtle.ConstantTimeCompare([]byte(r.URL.Query().Get("token")), []byte(c.mac("console-login"))) != 1 {
+	if subtle.ConstantTimeCompare([]byte(r.URL.Query().Get("token")), []byte(c.op.mac("console-login"))) != 1 {
 		http.Error(w, "This login link is not valid. Use the link the bot printed when it started.", http.StatusUnauthorized)
 		return
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name: cookieName, Value: c.mac("console-session"), Path: "/",
+		Name: cookieName, Value: c.op.mac("console-session"), Path: "/",
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: 30 * 24 * 3600,
 	})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-// guard lets in browsers on this machine that name it by a loopback host (a foreign site
-// cannot, even through DNS rebinding), and others with the login cookie.
 func (c *Console) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isLocal(r) {
-			ck, err := r.Cookie(cookieName)
-			if err != nil || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(c.mac("console-session"))) != 1 {
-				http.Error(w, "The console is open to this machine only. Open the login link the bot printed when it started.", http.StatusUnauthorized)
-				return
-			}
+		if !c.op.allowed(r) {
+			http.Error(w, "The console is open to this machine only. Open the login link the bot printed when it started.", http.StatusUnauthorized)
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-func isLocal(r *http.Request) bool {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return false
-	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return false
-	}
-	name := r.Host
-	if h, _, err := net.SplitHostPort(r.Host); err == nil {
-		name = h
-	}
-	name = strings.TrimSuffix(strings.ToLower(name), ".")
-	if name == "localhost" || strings.HasSuffix(name, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(name, "[]"))
-	return ip != nil && ip.IsLoopback()
-}
-
-// apiError is an error with the status and code the API answers with.
-type apiError struct {
-	status int
-	code   string
-	msg    string
-}
-
-func (e *apiError) Error() string { return e.msg }
-
-// handle adapts a handler that returns an error; errors are translated to JSON here, once.
-func handle(log *slog.Logger, h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		err := h(w, r)
-		if err == nil {
-			return
-		}
-		var ae *apiError
-		switch {
-		case errors.As(err, &ae):
-		case errors.Is(err, session.ErrPromptTooLarge):
-			ae = &apiError{http.StatusRequestEntityTooLarge, "prompt_too_large", "Your prompt is too long: " + strings.TrimPrefix(err.Error(), session.ErrPromptTooLarge.Error()+": ") + ". Shorten it or split it into several messages."}
-		case errors.Is(err, session.ErrEmptyPrompt):
-			ae = &apiError{http.StatusBadRequest, "empty_prompt", "The prompt is empty."}
-		case errors.Is(err, session.ErrBadSetting):
-			ae = &apiError{http.StatusBadRequest, "bad_setting", strings.TrimPrefix(err.Error(), session.ErrBadSetting.Error()+": ")}
-		case errors.Is(err, session.ErrStoreDown):
-			ae = &apiError{http.StatusServiceUnavailable, "store_down", "Nightona can't reach its session store (Redis) right now, so this was not done. It usually comes back within a minute: try again then."}
-		case errors.Is(err, session.ErrUnavailable):
-			ae = &apiError{http.StatusServiceUnavailable, "unavailable", strings.TrimPrefix(err.Error(), session.ErrUnavailable.Error()+": ")}
-		case errors.Is(err, session.ErrForbidden):
-			ae = &apiError{http.StatusForbidden, "forbidden", strings.TrimPrefix(err.Error(), session.ErrForbidden.Error()+": ")}
-		case errors.Is(err, session.ErrNoSuchRequest):
-			ae = &apiError{http.StatusConflict, "no_such_request", "This permission request was already answered, withdrawn or timed out."}
-		case errors.Is(err, session.ErrNotFound):
-			ae = &apiError{http.StatusNotFound, "not_found", "This thread has no session."}
-		default:
-			log.Error("console request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-			ae = &apiError{http.StatusInternalServerError, "internal", "Something went wrong on the bot's side; its log says what. Try again in a moment."}
-		}
-		writeJSON(w, ae.status, map[string]string{"error": ae.msg, "code": ae.code})
-	}
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// decodeBody reads a JSON body. Requiring the JSON content type keeps other sites out: a
-// cross-site form cannot send it without a CORS preflight, which the console never allows.
-func decodeBody(r *http.Request, v any) error {
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt != "application/json" {
-		return &apiError{http.StatusUnsupportedMediaType, "bad_request", "Send JSON with Content-Type: application/json."}
-	}
-	body := http.MaxBytesReader(nil, r.Body, 4<<20)
-	if err := json.NewDecoder(body).Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return &apiError{http.StatusRequestEntityTooLarge, "prompt_too_large", "The request is over 4 MiB."}
-		}
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		return &apiError{http.StatusBadRequest, "bad_request", "The request body is not valid JSON."}
-	}
-	return nil
 }
 
 // threadParam returns the thread of the URL; the console reaches only its own threads.
@@ -276,6 +171,38 @@ func threadParam(r *http.Request) (string, error) {
 
 func (c *Console) info(w http.ResponseWriter, _ *http.Request) error {
 	writeJSON(w, http.StatusOK, c.cfg.Info)
+	return nil
+}
+
+// threads lists the console's threads the bot has sessions for, newest first, each titled by
+// its first prompt, so that a thread started in another browser shows too.
+func (c *Console) threads(w http.ResponseWriter, r *http.Request) error {
+	all, err := c.s.List(r.Context())
+	if err != nil {
+		return err
+	}
+	type thread struct {
+		Thread    string        `json:"thread"`
+		Title     string        `json:"title"`
+		State     session.State `json:"state"`
+		UpdatedAt time.Time     `json:"updated_at"`
+	}
+	out := []thread{}
+	for _, s := range all {
+		if !strings.HasPrefix(s.Thread, "web:") || s.State == session.StateClosed {
+			continue
+		}
+		t := thread{Thread: s.Thread, State: s.State, UpdatedAt: s.UpdatedAt}
+		if evs, err := c.s.Events(r.Context(), s.ID, 0, 1, 0); err == nil && len(evs) == 1 && evs[0].Kind == session.KindPrompt {
+			var p session.Prompt
+			if json.Unmarshal(evs[0].Data, &p) == nil {
+				t.Title = p.Text
+			}
+		}
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(a, b thread) int { return b.UpdatedAt.Compare(a.UpdatedAt) })
+	writeJSON(w, http.StatusOK, map[string]any{"threads": out})
 	return nil
 }
 
@@ -381,138 +308,18 @@ func (c *Console) cancelPrompt(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// follow streams a thread's log over a WebSocket from ?after=N: every event once, in order,
-// and the session record whenever it changes. The client reconnects with the last seq it
-// rendered.
+// follow streams a thread's log (see streamer): it waits for the thread's first session.
 func (c *Console) follow(w http.ResponseWriter, r *http.Request) {
 	t, err := threadParam(r)
 	if err != nil {
 		http.NotFound(w, r)
 		return
 	}
-	after, err := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
-	if err != nil || after < 0 {
-		after = 0
-	}
-	ws, err := c.upgrader.Upgrade(w, r, nil)
-	if err != nil {
-		return
-	}
-	c.streams.Add(1)
-	defer c.streams.Done()
-	defer ws.Close()
-	ctx, cancel := context.WithCancel(c.base)
-	defer cancel()
-	stop := context.AfterFunc(r.Context(), cancel)
-	defer stop()
-	go func() { // the client sends nothing; reading notices when it leaves
-		for {
-			if _, _, err := ws.ReadMessage(); err != nil {
-				cancel()
-				return
-			}
-		}
-	}()
-	go func() {
-		t := time.NewTicker(25 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, ""), time.Now().Add(time.Second))
-				return
-			case <-t.C:
-				_ = ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(5*time.Second))
-			}
-		}
-	}()
-	if err := c.stream(ctx, ws, t, after); err != nil && ctx.Err() == nil {
-		c.log.Warn("transcript stream ended", "thread", t, "err", err)
-	}
-}
-
-func (c *Console) stream(ctx context.Context, ws *websocket.Conn, thread string, after int64) error {
-	send := func(v any) error {
-		_ = ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		return ws.WriteJSON(v)
-	}
-	var sess *session.Session
-	for waited := false; sess == nil; {
-		s, err := c.s.Session(ctx, thread)
-		switch {
-		case err == nil:
-			sess = s
-		case errors.Is(err, session.ErrNotFound):
-			if !waited {
-				if err := send(map[string]string{"type": "waiting"}); err != nil {
-					return err
-				}
-				waited = true
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(300 * time.Millisecond):
-			}
-		default:
-			return err
-		}
-	}
-	var last []byte
-	sendSession := func(s *session.Session) error {
-		b, _ := json.Marshal(summary(s))
-		if string(b) == string(last) {
-			return nil
-		}
-		last = b
-		return send(map[string]any{"type": "session", "session": s})
-	}
-	if err := sendSession(sess); err != nil {
-		return err
-	}
-	for ctx.Err() == nil {
-		evs, err := c.s.Events(ctx, sess.ID, after, 500, c.cfg.FollowBlock)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		for _, ev := range evs {
-			if err := send(eventFrame{Type: "event", Event: ev}); err != nil {
-				return err
-			}
-			after = ev.Seq
-		}
-		s, err := c.s.Get(ctx, sess.ID)
+	c.stream.serve(w, r, func(ctx context.Context) (*session.Session, error) {
+		s, err := c.s.Session(ctx, t)
 		if errors.Is(err, session.ErrNotFound) {
-			return nil // destroyed
+			return nil, nil
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		if err := sendSession(s); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-type eventFrame struct {
-	Type string `json:"type"`
-	session.Event
-}
-
-// summary is the part of a session record whose change is worth a frame.
-func summary(s *session.Session) any {
-	return struct {
-		State     session.State
-		SandboxID string
-		Usage     session.Usage
-		Claude    string
-		Preview   string
-	}{s.State, s.SandboxID, s.Usage, s.ClaudeSessionID, s.PreviewURL}
+		return s, err
+	}, func(s *session.Session) any { return s })
 }

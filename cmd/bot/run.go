@@ -181,6 +181,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 	r.Get("/readyz", readyHandler(&draining, mgr))
 	r.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	web.MountAssets(r)
 	console.Mount(r)
 
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -191,9 +192,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if publicURL == "" {
 		publicURL = strings.TrimRight(localURL(ln.Addr()), "/")
 	}
+	links := web.NewLinks(cfg.Secret, publicURL, cfg.LinkTTL)
 	platforms, err := chats(cfg, chatDeps{
 		Log: log, Manager: mgr, Store: store, Registry: reg, PublicURL: publicURL, Getenv: getenv,
-		Links: web.NewLinks(cfg.Secret, publicURL, cfg.LinkTTL),
+		Links: links,
 	})
 	if err != nil {
 		ln.Close()
@@ -203,6 +205,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		mgr.AddFollower(p)
 		p.Mount(r)
 	}
+	companion := web.NewCompanion(mgr, links, web.CompanionConfig{Logger: log.With("component", "companion")})
+	companion.Mount(r)
+	dashboard, err := web.NewDashboard(mgr, links, web.DashboardConfig{
+		Logger: log.With("component", "dashboard"), Once: store, Secret: cfg.Secret,
+		Health: health(store, redisDesc, provider.Name(), claudeProblem, modelDesc, platforms),
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	dashboard.Mount(r)
 	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	consoleURL := localURL(ln.Addr())
 	banner(stdout, cfg, consoleURL, modelDesc, redisDesc, sandboxDir)
@@ -253,6 +266,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		<-mgrDone // the HTTP server keeps streaming transcripts while turns finish
 		stopChats()
 		console.Close()
+		companion.Close()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		err := srv.Shutdown(sctx)

@@ -1,0 +1,45 @@
+package web
+
+import (
+	"html/template"
+	"net/http"
+)
+
+// notice is a page that says why there is nothing to show, and what to do about it.
+type notice struct {
+	Status int
+	Title  string
+	Text   string
+	Hint   string
+}
+
+var noticePage = template.Must(template.New("notice").Parse(`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<meta name="robots" content="noindex">
+<title>{{.Title}} · Nightona</title>
+<link rel="stylesheet" href="/assets/base.css">
+<link rel="stylesheet" href="/assets/notice.css">
+</head>
+<body>
+<main class="notice" data-status="{{.Status}}">
+  <div class="brand"><span class="brand-mark" aria-hidden="true"><svg viewBox="0 0 24 24"><path d="M15.5 4.5a7.5 7.5 0 1 0 4 10.2 6.2 6.2 0 0 1-4-10.2z"/></svg></span><span class="brand-name">Nightona</span></div>
+  <h1 class="notice-title">{{.Title}}</h1>
+  <p class="notice-text">{{.Text}}</p>
+  {{if .Hint}}<p class="notice-hint">{{.Hint}}</p>{{end}}
+</main>
+</body>
+</html>
+`))
+
+// showNotice writes n as an HTML page with its status.
+func showNotice(w http.ResponseWriter, n notice) {
+	pageHeaders(w)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(n.Status)
+	_ = noticePage.Execute(w, n)
+}
