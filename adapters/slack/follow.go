@@ -46,8 +46,10 @@ type turnState struct {
 	Controls *part        `json:"controls,omitempty"`
 	// Perms are the messages of the turn's permission requests, by request id.
 	Perms map[string]*part `json:"perms,omitempty"`
-	// Done is set once the turn's final state has landed.
-	Done bool `json:"done,omitempty"`
+	// Done is set once the turn's final state has landed; Preview is the preview URL it
+	// shows.
+	Done    bool   `json:"done,omitempty"`
+	Preview string `json:"preview,omitempty"`
 }
 
 // part is a message and a hash of what it shows.
@@ -137,16 +139,26 @@ func (r *renderer) Show(ctx context.Context, t *transcript.Transcript, turnEnded
 			return err
 		}
 	}
-	v := view{Thread: r.th.key(), Link: r.link, Preview: t.PreviewURL, Owner: r.sess.Owner}
+	// The preview button goes on the latest turn only: older ones keep what they had.
+	latest := 0
+	for i, turn := range t.Turns {
+		if turn.Prompt != nil {
+			latest = i
+		}
+	}
 	var firstErr error
 	for i, turn := range t.Turns {
+		v := view{Thread: r.th.key(), Link: r.link, Owner: r.sess.Owner}
+		if i >= latest {
+			v.Preview = t.PreviewURL
+		}
 		key := turnKey(i, turn)
 		ts := r.state.Turns[key]
 		if ts == nil {
 			ts = &turnState{}
 		}
-		if ts.Done {
-			continue
+		if ts.Done && !(i == latest && ts.Mode == modeUpdate && ts.Preview != v.Preview) {
+			continue // landed; the latest turn's messages still follow the preview
 		}
 		if len(turn.Items) == 0 && (!turn.Done || turn.Prompt == nil || turn.Prompt.Cancelled) {
 			continue // waiting in the queue, or withdrawn before it ran
@@ -184,7 +196,7 @@ func turnKey(i int, turn *transcript.Turn) string {
 func (r *renderer) showTurn(ctx context.Context, turn *transcript.Turn, ts *turnState, v view) error {
 	if ts.Mode == "" {
 		ts.Mode = modeUpdate
-		if !r.a.cfg.NoStreaming && !r.a.missing(ctx, "stream:"+r.th.Team) && !r.a.missing(ctx, "stream:"+r.th.Team+":"+r.th.Channel) {
+		if turn.Prompt != nil && !r.a.cfg.NoStreaming && !r.a.missing(ctx, "stream:"+r.th.Team) && !r.a.missing(ctx, "stream:"+r.th.Team+":"+r.th.Channel) {
 			ts.Mode = modeStream
 		}
 	}
@@ -202,8 +214,8 @@ func (r *renderer) showTurn(ctx context.Context, turn *transcript.Turn, ts *turn
 	if perr := r.showPermissions(ctx, turn, ts, v); err == nil {
 		err = perr
 	}
-	if err == nil && turn.Done {
-		ts.Done = true
+	if err == nil {
+		ts.Done, ts.Preview = turn.Done, v.Preview
 	}
 	return err
 }

@@ -242,6 +242,15 @@ func footer(turn *transcript.Turn) string {
 // companion page.
 func buttons(turn *transcript.Turn, v view) slackgo.Block {
 	var els []slackgo.BlockElement
+	if turn.Prompt == nil {
+		// Between turns (the preview came up, the sandbox stopped): only the preview.
+		if v.Preview != "" {
+			p := slackgo.NewButtonBlockElement(actionPreview, "", plain("Open preview"))
+			p.URL = v.Preview
+			return slackgo.NewActionBlock("", p)
+		}
+		return nil
+	}
 	running := !turn.Done
 	if running {
 		stop := slackgo.NewButtonBlockElement(actionStop, v.Thread, plain("Stop"))
