@@ -29,6 +29,7 @@ func Run(t *testing.T, newProvider func(t *testing.T) sandbox.Provider) {
 	t.Run("NotFound", func(t *testing.T) { testNotFound(t, newProvider(t)) })
 	t.Run("FilesAndProcesses", func(t *testing.T) { testProcesses(t, newProvider(t)) })
 	t.Run("Preview", func(t *testing.T) { testPreview(t, newProvider(t)) })
+	t.Run("Settings", func(t *testing.T) { testSettings(t, newProvider(t)) })
 	t.Run("Archive", func(t *testing.T) {
 		p := newProvider(t)
 		if _, ok := p.(sandbox.Archiver); !ok {
@@ -45,8 +46,8 @@ func ctx(t *testing.T) context.Context {
 }
 
 // RelayAnswers checks that the endpoint's relay speaks the protocol with the token and refuses
-// a connection without it.
-func RelayAnswers(t *testing.T, ep *sandbox.Endpoint) {
+// a connection without it, and returns its hello.
+func RelayAnswers(t *testing.T, ep *sandbox.Endpoint) relay.Hello {
 	t.Helper()
 	if ep == nil {
 		t.Fatal("no relay endpoint")
@@ -68,6 +69,31 @@ func RelayAnswers(t *testing.T, ep *sandbox.Endpoint) {
 	var hello relay.Hello
 	if err := ws.ReadJSON(&hello); err != nil || hello.Type != relay.TypeHello || hello.Protocol != relay.ProtocolVersion {
 		t.Fatalf("hello %+v err %v", hello, err)
+	}
+	return hello
+}
+
+// testSettings checks that the relay runs Claude Code with the spec's permission mode and
+// model, also after a restart.
+func testSettings(t *testing.T, p sandbox.Provider) {
+	const mode, model = "plan", "claude-sonnet-4-5"
+	sb, err := p.Create(ctx(t), sandbox.Spec{Labels: map[string]string{"nightona.thread": "web:settings"}, PermissionMode: mode, Model: model})
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Delete(context.Background(), sb.ID) })
+	if h := RelayAnswers(t, sb.Relay); h.Agent.Mode != mode || h.Agent.Model != model {
+		t.Fatalf("relay runs with mode %q and model %q, want %q and %q", h.Agent.Mode, h.Agent.Model, mode, model)
+	}
+	if err := p.Stop(ctx(t), sb.ID); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	started, err := p.Start(ctx(t), sb.ID)
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if h := RelayAnswers(t, started.Relay); h.Agent.Mode != mode || h.Agent.Model != model {
+		t.Fatalf("after a restart the relay runs with mode %q and model %q, want %q and %q", h.Agent.Mode, h.Agent.Model, mode, model)
 	}
 }
 

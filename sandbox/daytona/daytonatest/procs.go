@@ -3,7 +3,6 @@ package daytonatest
 import (
 	"os"
 	"os/exec"
-	"sync"
 	"time"
 )
 
@@ -17,7 +16,6 @@ type procGroup struct {
 	// exit is the leader's exit code, valid after done; -1 when killed by a signal.
 	exit int
 	err  error
-	once sync.Once
 }
 
 // startGroup starts cmd as the leader of a new process group and reaps it in the background.
