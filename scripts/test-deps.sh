@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure what the tests need besides Go is on this machine: redis-server (the tests start
-# their own on a free port unless NIGHTONA_TEST_REDIS_URL names one) and Node's npm for the
-# Claude Code CLI, which `make tools` installs.
+# their own on a free port unless NIGHTONA_TEST_REDIS_URL names one), Node's npm for the
+# Claude Code CLI, which `make tools` installs, and headless Chromium for the web pages' tests
+# (unless NIGHTONA_SKIP_BROWSER=1 or NIGHTONA_CHROMIUM names a browser).
 set -euo pipefail
 
 as_root() {
@@ -21,4 +22,10 @@ apt_install() {
 if [ -z "${NIGHTONA_TEST_REDIS_URL:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
   echo "test-deps: installing redis-server" >&2
   apt_install redis-server
+fi
+
+if [ "${NIGHTONA_SKIP_BROWSER:-}" != 1 ] && [ -z "${NIGHTONA_CHROMIUM:-}" ] &&
+  ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  echo "test-deps: installing chromium" >&2
+  apt_install chromium
 fi

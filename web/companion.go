@@ -130,24 +130,6 @@ func (c *Companion) guard(next http.Handler) http.Handler {
 	})
 }
 
-// linkRefused says why a link does not open anything: 410 when it expired, 403 otherwise.
-func linkRefused(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, ErrLinkExpired):
-		showNotice(w, notice{Status: http.StatusGone, Title: "This link has expired",
-			Text: "Links to session pages last a limited time, and this one is past it.",
-			Hint: "Ask for a fresh one in the chat thread: the bot posts a new link with its next message there."})
-	case errors.Is(err, ErrLinkUsed):
-		showNotice(w, notice{Status: http.StatusGone, Title: "This link was already used",
-			Text: "Dashboard login links work once, and this one has been opened before.",
-			Hint: "Ask the bot for a new one with /nightona dashboard."})
-	default:
-		showNotice(w, notice{Status: http.StatusForbidden, Title: "This link is not valid",
-			Text: "The link is incomplete or has been changed, so it opens nothing.",
-			Hint: "Copy the whole link from the chat again, or ask for a fresh one there."})
-	}
-}
-
 // sessionView is what a session page may see of a session record: not the relay's cursor,
 // leases or inbox.
 type sessionView struct {
