@@ -21,6 +21,7 @@ import (
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
@@ -106,7 +107,61 @@ func (b *Browser) Tab(timeout time.Duration) context.Context {
 	}
 	ctx, cancelT := context.WithTimeout(ctx, timeout)
 	b.tb.Cleanup(cancelT)
+	b.watchErrors(ctx)
 	return ctx
+}
+
+// watchErrors fails the test, when it ends, if a page's script threw or logged an error: the
+// pages catch what one odd event does to them and go on, which must not hide a bug here.
+func (b *Browser) watchErrors(ctx context.Context) {
+	var mu sync.Mutex
+	var errs []string
+	add := func(s string) {
+		mu.Lock()
+		errs = append(errs, s)
+		mu.Unlock()
+	}
+	thrown := chromedp.Events(ctx, runtime.ExceptionThrown)
+	logged := chromedp.Events(ctx, runtime.ConsoleAPICalled)
+	go func() {
+		for ev, err := range thrown {
+			if err != nil {
+				return
+			}
+			d := ev.ExceptionDetails
+			msg := d.Text
+			if d.Exception != nil && d.Exception.Description != "" {
+				msg = d.Exception.Description
+			}
+			add(fmt.Sprintf("%s:%d: %s", d.URL, d.LineNumber+1, msg))
+		}
+	}()
+	go func() {
+		for ev, err := range logged {
+			if err != nil {
+				return
+			}
+			if ev.Type != runtime.ConsoleAPICalledTypeError {
+				continue
+			}
+			var parts []string
+			for _, a := range ev.Args {
+				if a.Description != "" {
+					parts = append(parts, a.Description)
+				} else {
+					parts = append(parts, string(a.Value))
+				}
+			}
+			add("console.error: " + strings.Join(parts, " "))
+		}
+	}()
+	b.tb.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(errs) > 0 {
+			b.tb.Errorf("the pages' scripts failed:\n%s", strings.Join(errs, "\n"))
+		}
+	})
 }
 
 // Do runs actions, failing the test on an error.

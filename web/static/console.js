@@ -7,7 +7,7 @@
  * shared with the session page.
  */
 
-import { $, h, icon, numberFmt, relTime, byteLength, titleFrom } from './dom.js';
+import { $, h, icon, numberFmt, relTime, byteLength, titleFrom, plural, fmtCost } from './dom.js';
 import { api, ApiError } from './api.js';
 import { LogStream, socketURL } from './stream.js';
 import { createTranscript } from './transcript.js';
