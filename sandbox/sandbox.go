@@ -146,6 +146,28 @@ type Previews interface {
 	SignedPreview(ctx context.Context, id string, port int, ttl time.Duration) (url string, expires time.Time, err error)
 }
 
+// Wrapper is a provider that adds to another (a warm pool): its optional capabilities are
+// the wrapped provider's.
+type Wrapper interface {
+	Unwrap() Provider
+}
+
+// As returns p, or the first provider it wraps, that has capability T (Previews, Archiver...).
+func As[T any](p Provider) (T, bool) {
+	for p != nil {
+		if c, ok := p.(T); ok {
+			return c, true
+		}
+		w, ok := p.(Wrapper)
+		if !ok {
+			break
+		}
+		p = w.Unwrap()
+	}
+	var zero T
+	return zero, false
+}
+
 // Sentinel errors.
 var (
 	ErrNotFound = errors.New("sandbox not found")

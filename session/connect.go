@@ -73,6 +73,8 @@ func (d *driver) connect(ctx context.Context) (*relayConn, error) {
 	d.mu.Lock()
 	d.client = c
 	d.preview = sb.PreviewURL
+	d.previewPrivate = len(sb.PreviewHeader) > 0
+	d.sandboxID = sb.ID
 	pending := d.pending
 	d.mu.Unlock()
 	d.applySettings(ctx, c, sess, agent)

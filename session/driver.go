@@ -38,18 +38,22 @@ type driver struct {
 	held      atomic.Int64 // the fence, for the manager's lease check
 	inboxDone string       // owned by the loop
 
-	mu           sync.Mutex
-	pending      int           // turns sent and not yet ended
-	client       *relay.Client // nil while not connected
-	relayID      string        // the relay the client reads; set on connect
-	claudeID     string        // Claude Code's session id, as last seen
-	lastCost     float64       // the agent process's running total_cost_usd
-	turnStart    time.Time
-	turnUser     string
-	preview      string
-	previewShown bool // the user was told the preview is ready, and not since that it crashed
-	crashShown   bool // the last crash was reported: a crash loop is not repeated
-	hadTurn      bool // the session's state was running when this driver took it over
+	mu        sync.Mutex
+	pending   int           // turns sent and not yet ended
+	client    *relay.Client // nil while not connected
+	relayID   string        // the relay the client reads; set on connect
+	claudeID  string        // Claude Code's session id, as last seen
+	lastCost  float64       // the agent process's running total_cost_usd
+	turnStart time.Time
+	turnUser  string
+	preview   string
+	// previewPrivate: the preview needs a header a browser cannot send, so people get a
+	// signed link to it instead (of sandboxID).
+	previewPrivate bool
+	sandboxID      string
+	previewShown   bool // the user was told the preview is ready, and not since that it crashed
+	crashShown     bool // the last crash was reported: a crash loop is not repeated
+	hadTurn        bool // the session's state was running when this driver took it over
 
 	events eventBuffer
 	busy   atomic.Bool // the loop is delivering a prompt

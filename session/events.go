@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nightona/nightona/relay"
+	"github.com/nightona/nightona/sandbox"
 )
 
 // errBacklogFull stops the relay client when the store has been away for longer than the
@@ -263,11 +264,23 @@ func (d *driver) observeNotice(data []byte) {
 	}
 }
 
+// signPreview returns a link to a private preview that anyone may open for PreviewTTL.
+func (d *driver) signPreview(sandboxID string, port int) (string, error) {
+	pv, ok := sandbox.As[sandbox.Previews](d.m.provider)
+	if !ok {
+		return "", fmt.Errorf("%w: the %s provider cannot share private previews", sandbox.ErrUnavailable, d.m.provider.Name())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	url, _, err := pv.SignedPreview(ctx, sandboxID, port, d.m.cfg.PreviewTTL)
+	return url, err
+}
+
 // observePreview tells the user when the app's preview is ready, and when its dev server
 // crashed (once per crash loop: the relay restarts it with backoff and reports every attempt).
 func (d *driver) observePreview(n relay.RelayNotice) {
 	d.mu.Lock()
-	url := d.preview
+	url, private, sbID := d.preview, d.previewPrivate, d.sandboxID
 	var stage, msg string
 	switch n.State {
 	case relay.PreviewReady:
@@ -291,6 +304,20 @@ func (d *driver) observePreview(n relay.RelayNotice) {
 		return
 	}
 	if stage == StagePreviewReady {
+		if private {
+			// Signing asks the platform: not on the event path.
+			go func() {
+				signed, err := d.signPreview(sbID, n.Port)
+				if err != nil {
+					d.log.Warn("could not sign a preview link", "err", err)
+					d.status(stage, "The app's dev server is up, but a link to its preview could not be made ("+userError(err)+").")
+					return
+				}
+				_ = d.m.store.Update(context.Background(), d.id, Update{PreviewURL: &signed}, d.fence)
+				d.statusURL(stage, "Preview ready: "+signed, signed)
+			}()
+			return
+		}
 		_ = d.m.store.Update(context.Background(), d.id, Update{PreviewURL: &url}, d.fence)
 		d.statusURL(stage, msg, url)
 		return

@@ -56,6 +56,9 @@ type Config struct {
 	// Admins may answer any session's permission requests and manage any session, as
 	// "<platform>:<user id>".
 	Admins []string
+	// PreviewTTL is how long a signed link to a private preview lasts. Default 24 h (Daytona's
+	// longest).
+	PreviewTTL time.Duration
 }
 
 // AddFollower adds f to the followers of the sessions this replica drives. Call it before Run.
@@ -112,6 +115,9 @@ func NewManager(store Store, provider sandbox.Provider, cfg Config) (*Manager, e
 	}
 	if cfg.RelayReconnect <= 0 {
 		cfg.RelayReconnect = 5 * time.Second
+	}
+	if cfg.PreviewTTL <= 0 {
+		cfg.PreviewTTL = 24 * time.Hour
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 15 * time.Second

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -42,6 +43,9 @@ type config struct {
 	LogLevel       slog.Level
 	LogFormat      string
 	DaytonaKey     string
+	DaytonaURL     string
+	DaytonaTarget  string
+	Snapshot       string
 	LinkTTL        time.Duration
 }
 
@@ -62,6 +66,9 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		PermissionMode: or(getenv("NIGHTONA_PERMISSION_MODE"), "acceptEdits"),
 		LogFormat:      or(getenv("NIGHTONA_LOG_FORMAT"), "text"),
 		DaytonaKey:     getenv("DAYTONA_API_KEY"),
+		DaytonaURL:     or(getenv("DAYTONA_API_URL"), "https://app.daytona.io/api"),
+		DaytonaTarget:  getenv("DAYTONA_TARGET"),
+		Snapshot:       getenv("DAYTONA_SNAPSHOT"),
 		DevCommand:     or(getenv("NIGHTONA_DEV_COMMAND"), "npm run dev"), // the starter template's
 	}
 	if c.DevCommand == "off" {
@@ -98,7 +105,15 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	switch c.Sandbox {
 	case "local":
 	case "daytona":
-		errs = append(errs, errors.New("NIGHTONA_SANDBOX=daytona: the Daytona provider is not available in this version; use local"))
+		if c.DaytonaKey == "" {
+			errs = append(errs, errors.New("NIGHTONA_SANDBOX=daytona needs DAYTONA_API_KEY (create one in Daytona's dashboard under API Keys)"))
+		}
+		if c.AnthropicKey == "" {
+			errs = append(errs, errors.New("NIGHTONA_SANDBOX=daytona needs ANTHROPIC_API_KEY: the offline scripted model runs inside the bot, where a cloud sandbox cannot reach it"))
+		}
+		if u, err := url.Parse(c.DaytonaURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("DAYTONA_API_URL must be an http(s) URL, not %q", c.DaytonaURL))
+		}
 	default:
 		errs = append(errs, fmt.Errorf("NIGHTONA_SANDBOX must be local or daytona, not %q", c.Sandbox))
 	}

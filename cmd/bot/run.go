@@ -24,7 +24,6 @@ import (
 
 	"github.com/nightona/nightona/redisstore"
 	"github.com/nightona/nightona/sandbox"
-	"github.com/nightona/nightona/sandbox/local"
 	"github.com/nightona/nightona/sandbox/pool"
 	"github.com/nightona/nightona/scriptedmodel"
 	"github.com/nightona/nightona/session"
@@ -78,11 +77,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer store.Shutdown()
 
 	// Claude Code and the relay.
-	claude, claudeVersion, claudeProblem := findClaude(ctx, cfg, getenv)
-	if claudeProblem != "" {
-		log.Error("Claude Code is not usable; prompts will be refused until it is", "problem", claudeProblem)
-	} else {
-		log.Info("Claude Code found", "path", claude, "version", claudeVersion)
+	// Local sandboxes run the CLI of this machine; cloud ones their snapshot's own.
+	claude, claudeProblem := "claude", ""
+	if cfg.Sandbox == "local" {
+		var claudeVersion string
+		claude, claudeVersion, claudeProblem = findClaude(ctx, cfg, getenv)
+		if claudeProblem != "" {
+			log.Error("Claude Code is not usable; prompts will be refused until it is", "problem", claudeProblem)
+		} else {
+			log.Info("Claude Code found", "path", claude, "version", claudeVersion)
+		}
 	}
 	relayBin, err := findRelay(cfg)
 	if err != nil {
@@ -118,18 +122,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		mode, modelDesc = "offline", "offline scripted model (no ANTHROPIC_API_KEY set)"
 	}
 
-	sandboxDir := filepath.Join(cfg.DataDir, "sandboxes")
-	provider, err := local.New(local.Config{
-		Dir: sandboxDir, RelayBinary: relayBin, Claude: claude, Template: cfg.Template,
-		PermissionMode: cfg.PermissionMode, DevCommand: cfg.DevCommand, Detached: cfg.Detach,
-		Logger: log.With("component", "sandbox"),
-	})
+	provider, err := newSandboxes(cfg, relayBin, claude, log)
 	if err != nil {
 		return err
 	}
-	defer provider.Close()
+	defer provider.close()
 	// The pool hands out ready sandboxes made like the sessions' own (same env and mode).
-	warm := pool.New(provider, pool.Config{
+	warm := pool.New(provider.Provider, pool.Config{
 		Size: cfg.PoolSize, MaxAge: cfg.PoolMaxAge, Claimer: store,
 		Spec:   sandbox.Spec{Env: sandboxEnv, PermissionMode: cfg.PermissionMode},
 		Logger: log,
@@ -147,7 +146,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		LeaseTTL:                cfg.LeaseTTL,
 		IdleTimeout:             cfg.IdleTimeout,
 		ClosedRetention:         cfg.Retention,
-		StopSandboxesOnShutdown: !cfg.Detach, // attached local sandboxes die with this process
+		StopSandboxesOnShutdown: provider.stopOnShutdown,
 		Unavailable:             claudeProblem,
 		Metrics:                 session.NewMetrics(reg),
 		Admins:                  cfg.Admins,
@@ -218,7 +217,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	dashboard.Mount(r)
 	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	consoleURL := localURL(ln.Addr())
-	banner(stdout, cfg, consoleURL, modelDesc, redisDesc, sandboxDir)
+	banner(stdout, consoleURL, modelDesc, redisDesc, provider.desc)
 	if cfg.SecretRandom {
 		log.Info("no NIGHTONA_SECRET: using a random one, so links and logins last as long as this process")
 	}
@@ -399,14 +398,10 @@ func printConsoleLogin(cfg *config, cfgErr error, stdout io.Writer) error {
 	return nil
 }
 
-func banner(w io.Writer, cfg *config, consoleURL string, model, redis, sandboxes string) {
+func banner(w io.Writer, consoleURL string, model, redis, sandboxes string) {
 	fmt.Fprintf(w, "Nightona %s is running.\n", version)
 	fmt.Fprintf(w, "  Web console: %s (open to this machine; `nightona console-login` prints a link for others)\n", consoleURL)
 	fmt.Fprintf(w, "  Model:       %s\n", model)
-	mode := "stopped with the bot"
-	if cfg.Detach {
-		mode = "outlive the bot, for a restarted bot or another replica to carry on"
-	}
-	fmt.Fprintf(w, "  Sandboxes:   local, in %s (%s)\n", sandboxes, mode)
+	fmt.Fprintf(w, "  Sandboxes:   %s\n", sandboxes)
 	fmt.Fprintf(w, "  Redis:       %s\n", redis)
 }

@@ -99,6 +99,9 @@ func specHash(s sandbox.Spec) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
+// Unwrap implements sandbox.Wrapper.
+func (p *Pool) Unwrap() sandbox.Provider { return p.Provider }
+
 // Create implements sandbox.Provider: a ready pooled sandbox made with the same spec if there
 // is one, else a new one.
 func (p *Pool) Create(ctx context.Context, spec sandbox.Spec) (*sandbox.Sandbox, error) {

@@ -156,3 +156,20 @@ func (c *sharedClaimer) Claim(_ context.Context, id string) (bool, error) {
 	c.seen[id] = true
 	return true, nil
 }
+
+// TestCapabilitiesOfTheWrappedProvider: a pool has what its provider has, found through
+// sandbox.As, so sessions still sign previews and run processes through a pool.
+func TestCapabilitiesOfTheWrappedProvider(t *testing.T) {
+	prov := newLocal(t)
+	p := pool.New(prov, pool.Config{Spec: spec})
+	pv, ok := sandbox.As[sandbox.Previews](p)
+	if !ok || pv != sandbox.Previews(prov) {
+		t.Fatalf("As[Previews] of a pool = %v, %v; want the local provider", pv, ok)
+	}
+	if _, ok := sandbox.As[sandbox.Processes](p); !ok {
+		t.Fatal("a pool of local sandboxes has no Processes")
+	}
+	if _, ok := sandbox.As[sandbox.Archiver](p); ok {
+		t.Fatal("a pool of local sandboxes claims to archive, which local sandboxes cannot")
+	}
+}
