@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -69,7 +70,9 @@ func (a *Adapter) Follow(ctx context.Context, sess *session.Session) {
 	if a.cfg.Links != nil {
 		r.link = a.cfg.Links.Session(sess.ID)
 	}
-	r.load(ctx)
+	if err := r.load(ctx); err != nil {
+		r.log.Warn("Redis does not answer; the thread is shown once it does", "err", err)
+	}
 	statusCtx, stopStatus := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -85,14 +88,15 @@ func (a *Adapter) Follow(ctx context.Context, sess *session.Session) {
 // renderer is one thread's transcript.Sink. Follow calls Show from one goroutine; the thread
 // status is also refreshed from keepStatus, under statusMu.
 type renderer struct {
-	a     *Adapter
-	th    thread
-	sess  *session.Session
-	log   *slog.Logger
-	link  string
-	state renderState
-	saved []byte
-	fails int
+	a      *Adapter
+	th     thread
+	sess   *session.Session
+	log    *slog.Logger
+	link   string
+	state  renderState
+	loaded bool
+	saved  []byte
+	fails  int
 
 	statusMu sync.Mutex
 	status   string    // the thread status last set
@@ -102,19 +106,25 @@ type renderer struct {
 
 func (r *renderer) stateKey() string { return "slack:render:" + r.sess.ID }
 
-func (r *renderer) load(ctx context.Context) {
-	r.state = renderState{Turns: map[string]*turnState{}}
+// load reads what the thread shows from Redis. Until it can, nothing is shown: showing
+// without it would post every message again.
+func (r *renderer) load(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	b, err := r.a.store.Fetch(ctx, r.stateKey())
 	if err != nil {
-		r.log.Warn("could not read what the thread shows; messages may be posted again", "err", err)
-		return
+		return fmt.Errorf("read what the thread shows: %w", err)
 	}
+	r.state = renderState{Turns: map[string]*turnState{}}
 	if b != nil {
 		if err := json.Unmarshal(b, &r.state); err != nil || r.state.Turns == nil {
+			r.log.Warn("what the thread shows could not be read; starting afresh", "err", err)
 			r.state = renderState{Turns: map[string]*turnState{}}
 		}
 		r.saved = b
 	}
+	r.loaded = true
+	return nil
 }
 
 // save keeps the state in Redis when it changed.
@@ -123,7 +133,9 @@ func (r *renderer) save(ctx context.Context) {
 	if err != nil || string(b) == string(r.saved) {
 		return
 	}
-	if err := r.a.store.Put(context.WithoutCancel(ctx), r.stateKey(), b, stateTTL); err != nil {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := r.a.store.Put(ctx, r.stateKey(), b, stateTTL); err != nil {
 		r.log.Warn("could not keep what the thread shows", "err", err)
 		return
 	}
@@ -136,6 +148,12 @@ func (r *renderer) Show(ctx context.Context, t *transcript.Transcript, turnEnded
 		// Slack failed the last time: do not hammer it while Follow retries.
 		backoff := min(time.Duration(1<<min(r.fails, 6))*250*time.Millisecond, 15*time.Second)
 		if err := sleep(ctx, backoff); err != nil {
+			return err
+		}
+	}
+	if !r.loaded {
+		if err := r.load(ctx); err != nil {
+			r.fails++
 			return err
 		}
 	}
@@ -158,7 +176,12 @@ func (r *renderer) Show(ctx context.Context, t *transcript.Transcript, turnEnded
 			ts = &turnState{}
 		}
 		if ts.Done && !(i == latest && ts.Mode == modeUpdate && ts.Preview != v.Preview) {
-			continue // landed; the latest turn's messages still follow the preview
+			// Landed. Only its permission messages may still change: who decided can be
+			// logged after the turn's end.
+			if err := r.showPermissions(ctx, turn, ts, v); err != nil && firstErr == nil {
+				firstErr = err
+			}
+			continue
 		}
 		if len(turn.Items) == 0 && (!turn.Done || turn.Prompt == nil || turn.Prompt.Cancelled) {
 			continue // waiting in the queue, or withdrawn before it ran

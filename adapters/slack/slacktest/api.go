@@ -1,6 +1,7 @@
 package slacktest
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"math"
@@ -34,6 +35,9 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case ct == "application/json":
 		call.JSON = true
+		if len(bytes.TrimSpace(body)) == 0 {
+			break
+		}
 		if err := json.Unmarshal(body, &call.Params); err != nil {
 			s.answer(w, &call, nil, "invalid_json")
 			return
