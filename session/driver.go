@@ -27,6 +27,8 @@ type driver struct {
 	log *slog.Logger
 
 	wakeCh  chan struct{}    // the inbox may have news
+	// wantSandbox asks for the sandbox to be up with no prompt (Manager.Wake).
+	wantSandbox atomic.Bool
 	turnCh  chan struct{}    // a turn ended
 	quitCh  chan struct{}    // quit was called
 	lostCh  chan struct{}    // the lease was lost
@@ -263,6 +265,15 @@ func (d *driver) waiting(ctx context.Context) bool {
 func (d *driver) process(ctx context.Context, conn *relayConn, idle *idleTimer) *relayConn {
 	if d.pendingTurns() > 0 || d.isLost() {
 		return conn
+	}
+	if d.wantSandbox.Swap(false) && conn == nil {
+		idle.reset()
+		var err error
+		if conn, err = d.connect(ctx); err != nil {
+			d.log.Warn("could not wake the sandbox", "err", err)
+			d.status(StageSandboxStopped, "Could not wake the sandbox: "+userError(err)+". "+sandboxAdvice(err))
+			conn = nil
+		}
 	}
 	entries, err := d.m.store.Inbox(ctx, d.id, d.inboxDone)
 	if err != nil {

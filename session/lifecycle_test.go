@@ -13,6 +13,7 @@ import (
 	"github.com/nightona/nightona/internal/fakeagent"
 	"github.com/nightona/nightona/internal/testenv"
 	"github.com/nightona/nightona/redisstore"
+	"github.com/nightona/nightona/sandbox"
 	"github.com/nightona/nightona/sandbox/local"
 	"github.com/nightona/nightona/session"
 )
@@ -430,4 +431,49 @@ func TestFollowersRunWhereSessionIsDriven(t *testing.T) {
 	if s, _ := fb.counts(id); s != 1 {
 		t.Fatalf("b followed the session %d times, want 1", s)
 	}
+}
+
+// TestWakeWithoutAPrompt starts a stopped session's sandbox from the dashboard's Wake: no
+// prompt goes in, only the owner or an admin may, and the woken sandbox stops again when idle.
+func TestWakeWithoutAPrompt(t *testing.T) {
+	e := newEnv(t, session.Config{IdleTimeout: 2 * time.Second, Admins: []string{"web:admin"}})
+	ctx := context.Background()
+	sub, err := e.mgr.Submit(ctx, "web:wake", "web:owner", "echo first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sub.Session.ID
+	e.waitFor(t, id, "the turn", results(1))
+	if err := e.mgr.Stop(ctx, "web:wake", "web:owner"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.mgr.Wake(ctx, "web:wake", "web:stranger"); !errors.Is(err, session.ErrForbidden) {
+		t.Fatalf("a stranger's wake: %v, want ErrForbidden", err)
+	}
+	if err := e.mgr.Wake(ctx, "web:nothread", "web:owner"); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("waking a thread without a session: %v, want ErrNotFound", err)
+	}
+	before := len(e.events(t, id))
+	if err := e.mgr.Wake(ctx, "web:wake", "web:admin"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "the sandbox to be up", func() bool {
+		s, _ := e.store.Get(ctx, id)
+		if s.State != session.StateIdle {
+			return false
+		}
+		sb, err := e.provider.Get(ctx, s.SandboxID)
+		return err == nil && sb.State == sandbox.StateStarted && sb.Relay != nil
+	})
+	evs := e.events(t, id)
+	if !containsStage(evs[before:], session.StageSandboxWaking) {
+		t.Fatal("the wake was not shown")
+	}
+	if n := count(evs, session.KindPrompt, ""); n != 1 {
+		t.Fatalf("%d prompts in the log after a wake, want the 1 sent", n)
+	}
+	testenv.WaitFor(t, 15*time.Second, "the woken sandbox to stop when idle", func() bool {
+		s, _ := e.store.Get(ctx, id)
+		return s.State == session.StateStopped
+	})
 }

@@ -374,19 +374,48 @@ func (m *Manager) isClosing() bool {
 	return m.closing
 }
 
+// Wake starts the thread's sandbox (and Claude Code in it) without a prompt, as user: the
+// session's owner or an admin. It returns once the wake is under way; progress and failure
+// show in the log. A session another replica drives is up already, and is left alone.
+func (m *Manager) Wake(ctx context.Context, thread, user string) error {
+	sess, err := m.store.ByThread(ctx, thread)
+	if err != nil {
+		return err
+	}
+	if err := m.mayManage(sess, user, "wake its sandbox"); err != nil {
+		return err
+	}
+	if sess.State == StateClosed {
+		return fmt.Errorf("%w: this session is closed; start a new thread", ErrUnavailable)
+	}
+	if err := m.store.SetActive(ctx, sess.ID, true); err != nil {
+		return fmt.Errorf("wake session %s: %w", sess.ID, err)
+	}
+	m.startDriver(sess.ID, func(d *driver) { d.wantSandbox.Store(true) })
+	m.log.Info("wake asked", "session_id", sess.ID, "by", user)
+	return nil
+}
+
 // startDriver starts a driver for the session unless this replica runs one; a running one is
 // woken to look at its inbox. The driver gives up at once if another replica holds the lease.
-func (m *Manager) startDriver(id string) {
+// prepare, if given, sets the driver up before it is woken.
+func (m *Manager) startDriver(id string, prepare ...func(*driver)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closing {
 		return
 	}
 	if d, ok := m.drivers[id]; ok {
+		for _, p := range prepare {
+			p(d)
+		}
 		d.wake()
 		return
 	}
 	d := newDriver(m, id)
+	for _, p := range prepare {
+		p(d)
+	}
 	m.drivers[id] = d
 	m.metrics.activeSessions.Set(float64(len(m.drivers)))
 	m.wg.Add(1)

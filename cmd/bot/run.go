@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,9 @@ import (
 	"github.com/nightona/nightona/session"
 	"github.com/nightona/nightona/web"
 )
+
+// consoleUser is who prompts and acts from the web console and the local dashboard.
+const consoleUser = "web:local"
 
 // version is set at build time (-ldflags "-X main.version=...").
 var version = "dev"
@@ -149,7 +153,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		StopSandboxesOnShutdown: provider.stopOnShutdown,
 		Unavailable:             claudeProblem,
 		Metrics:                 session.NewMetrics(reg),
-		Admins:                  cfg.Admins,
+		// The console's user is the operator: only this machine, or who has the login link
+		// the operator hands out, reaches the console.
+		Admins: append(slices.Clone(cfg.Admins), consoleUser),
 	})
 	if err != nil {
 		return err
@@ -162,6 +168,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	console, err := web.NewConsole(mgr, web.ConsoleConfig{
+		User:   consoleUser,
 		Logger: log.With("component", "console"),
 		Secret: cfg.Secret,
 		Info: web.Info{Mode: mode, Provider: provider.Name(), MaxPromptBytes: cfg.MaxPromptBytes,
@@ -207,7 +214,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	companion := web.NewCompanion(mgr, links, web.CompanionConfig{Logger: log.With("component", "companion")})
 	companion.Mount(r)
 	dashboard, err := web.NewDashboard(mgr, links, web.DashboardConfig{
-		Logger: log.With("component", "dashboard"), Once: store, Secret: cfg.Secret,
+		Logger: log.With("component", "dashboard"), Once: store, Secret: cfg.Secret, LocalUser: consoleUser,
 		Health: health(store, redisDesc, provider.Name(), claudeProblem, modelDesc, platforms),
 	})
 	if err != nil {
