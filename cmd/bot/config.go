@@ -46,6 +46,7 @@ type config struct {
 	DaytonaURL     string
 	DaytonaTarget  string
 	Snapshot       string
+	Workspace      string
 	LinkTTL        time.Duration
 }
 
@@ -69,6 +70,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		DaytonaURL:     or(getenv("DAYTONA_API_URL"), "https://app.daytona.io/api"),
 		DaytonaTarget:  getenv("DAYTONA_TARGET"),
 		Snapshot:       getenv("DAYTONA_SNAPSHOT"),
+		Workspace:      getenv("DAYTONA_WORKSPACE"),
 		DevCommand:     or(getenv("NIGHTONA_DEV_COMMAND"), "npm run dev"), // the starter template's
 	}
 	if c.DevCommand == "off" {

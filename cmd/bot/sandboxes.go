@@ -3,7 +3,9 @@ package main
 import (
 	"debug/elf"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 
 	"github.com/nightona/nightona/sandbox"
@@ -29,9 +31,20 @@ func newSandboxes(cfg *config, relayBin, claude string, log *slog.Logger) (*sand
 		if err := checkLinuxStatic(relayBin); err != nil {
 			return nil, err
 		}
+		// New workspaces start from the template, as local ones do, unless the snapshot
+		// brings its own app (DAYTONA_WORKSPACE names where).
+		var tmpl fs.FS
+		switch {
+		case cfg.Workspace != "":
+		case cfg.Template != "":
+			tmpl = os.DirFS(cfg.Template)
+		default:
+			tmpl = local.Starter()
+		}
 		p, err := daytona.New(daytona.Config{
 			APIURL: cfg.DaytonaURL, APIKey: cfg.DaytonaKey, Target: cfg.DaytonaTarget,
 			Snapshot: cfg.Snapshot, RelayBinary: relayBin, DevCommand: cfg.DevCommand,
+			Workspace: cfg.Workspace, Template: tmpl,
 			PermissionMode: cfg.PermissionMode, AllowBypass: cfg.PermissionMode == "bypassPermissions",
 			Logger: log,
 		})

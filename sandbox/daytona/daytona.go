@@ -48,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -78,6 +79,10 @@ type Config struct {
 	// Workspace is the workspace folder in the sandbox, absolute or relative to the home
 	// folder. Default "workspace".
 	Workspace string
+	// Template holds files copied into the workspace of every new sandbox (made a git
+	// repository when the snapshot has git), as local sandboxes start from a template. Nil:
+	// the workspace starts as the snapshot has it.
+	Template fs.FS
 	// DevCommand is the app's dev server command, run by the relay. Empty: none.
 	DevCommand string
 	// DevDir is the dev server's folder, absolute or relative to the workspace. Default: the
@@ -175,6 +180,8 @@ type box struct {
 	toolbox string // {toolboxProxyUrl}/{id}
 	home    string
 	relay   *relayInfo // the last relay seen answering
+	// fresh: made by this provider and not yet given the template.
+	fresh bool
 }
 
 // New checks the configuration and fills in the defaults. It makes no request: Daytona is
@@ -392,6 +399,9 @@ func (p *Provider) Create(ctx context.Context, spec sandbox.Spec) (*sandbox.Sand
 	b := p.box(s.ID)
 	b.ops.Lock()
 	defer b.ops.Unlock()
+	b.mu.Lock()
+	b.fresh = p.cfg.Template != nil
+	b.mu.Unlock()
 	sb, err := p.bringUp(ctx, b, s.ID)
 	if err != nil {
 		p.discard(s.ID)

@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/nightona/nightona/internal/fakeagent"
@@ -473,4 +475,48 @@ func TestStaleEndpointBehindRedirect(t *testing.T) {
 		got, err := b.Get(ctx(t), sb.ID)
 		return err == nil && got.Relay == nil
 	})
+}
+
+// TestTemplateFillsNewWorkspaces: a new sandbox's workspace starts from the template, as a git
+// repository with it committed; a restart leaves Claude's changes alone.
+func TestTemplateFillsNewWorkspaces(t *testing.T) {
+	t.Parallel()
+	srv := daytonatest.New(t, daytonatest.Config{})
+	tmpl := fstest.MapFS{
+		"package.json":    {Data: []byte(`{"name":"app"}`)},
+		"src/app/main.js": {Data: []byte("console.log('hi')\n")},
+	}
+	p, _ := newProvider(t, srv, func(c *daytona.Config) { c.Template = tmpl })
+	sb := create(t, p, sandbox.Spec{})
+	var ws string
+	for _, info := range srv.Sandboxes() {
+		if info.ID == sb.ID {
+			ws = info.WorkDir
+		}
+	}
+	for name, f := range tmpl {
+		got, err := os.ReadFile(filepath.Join(ws, name))
+		if err != nil || !bytes.Equal(got, f.Data) {
+			t.Fatalf("%s in the workspace: %q %v", name, got, err)
+		}
+	}
+	if _, err := exec.LookPath("git"); err == nil {
+		out, err := exec.Command("git", "-C", ws, "log", "--format=%s").Output()
+		if err != nil || strings.TrimSpace(string(out)) != "Template" {
+			t.Fatalf("git log of the workspace: %q %v", out, err)
+		}
+	}
+	// A restart does not put the template back over Claude's work.
+	if err := os.WriteFile(filepath.Join(ws, "package.json"), []byte(`{"name":"changed"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stop(ctx(t), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Start(ctx(t), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(ws, "package.json")); string(got) != `{"name":"changed"}` {
+		t.Fatalf("package.json after a restart: %s", got)
+	}
 }

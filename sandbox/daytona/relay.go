@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -286,6 +287,17 @@ func (p *Provider) startRelay(ctx context.Context, b *box, s *apiSandbox) (*rela
 	if res.ExitCode != 0 {
 		return nil, fmt.Errorf("%w: preparing the relay failed (status %d): %s", sandbox.ErrFailed, res.ExitCode, tail(res.Result, 5))
 	}
+	b.mu.Lock()
+	fresh := b.fresh
+	b.mu.Unlock()
+	if fresh {
+		if err := p.fillWorkspace(ctx, tb, l.ws); err != nil {
+			return nil, err
+		}
+		b.mu.Lock()
+		b.fresh = false
+		b.mu.Unlock()
+	}
 	bin := p.installedRelay(res.Result)
 	uploaded := bin == ""
 	if uploaded {
@@ -425,6 +437,49 @@ func (p *Provider) runScript(l layout, bin string, port, devPort int, mode, mode
 	}
 	sb.WriteString("exec " + strings.Join(args, " ") + "\n")
 	return sb.String()
+}
+
+// fillWorkspace copies the template into a new sandbox's workspace and commits it, so that
+// Claude Code sees a project and its edits have a base.
+func (p *Provider) fillWorkspace(ctx context.Context, tb *toolbox, ws string) error {
+	var dirs []string
+	files := map[string][]byte{}
+	err := fs.WalkDir(p.cfg.Template, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || path == "." {
+			return err
+		}
+		if d.IsDir() {
+			dirs = append(dirs, shellQuote(ws+"/"+path))
+			return nil
+		}
+		data, err := fs.ReadFile(p.cfg.Template, path)
+		files[path] = data
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%w: read the workspace template: %v", sandbox.ErrUnavailable, err)
+	}
+	if len(dirs) > 0 {
+		if res, err := tb.execute(ctx, "make the template's folders", "mkdir -p "+strings.Join(dirs, " "), "", time.Minute); err != nil {
+			return err
+		} else if res.ExitCode != 0 {
+			return fmt.Errorf("%w: making the template's folders failed: %s", sandbox.ErrFailed, tail(res.Result, 3))
+		}
+	}
+	for path, data := range files {
+		if err := tb.upload(ctx, ws+"/"+path, data); err != nil {
+			return err
+		}
+	}
+	// Without git the workspace is just a folder: not worth failing the sandbox for.
+	commit := "command -v git >/dev/null || exit 0; cd " + shellQuote(ws) + " && git init -q && git add -A && " +
+		"git -c user.name=Nightona -c user.email=nightona@localhost commit -q -m Template --allow-empty"
+	if res, err := tb.execute(ctx, "commit the template", commit, "", time.Minute); err != nil {
+		return err
+	} else if res.ExitCode != 0 {
+		p.log.Warn("could not make the workspace a git repository", "output", tail(res.Result, 3))
+	}
+	return nil
 }
 
 // pickPort returns prefer while it is free, else a free port in 3000-9999 other than avoid.

@@ -39,6 +39,16 @@ import (
 //go:embed all:template
 var starter embed.FS
 
+// Starter is the small web app new workspaces start from when no template is configured: a
+// page, a dev server on $PORT and a README. Other providers copy it too.
+func Starter() fs.FS {
+	sub, err := fs.Sub(starter, "template")
+	if err != nil {
+		panic(err) // the folder is embedded above
+	}
+	return sub
+}
+
 // Config configures the provider. Zero fields take their defaults.
 type Config struct {
 	// Dir holds the sandboxes, one folder each. Required.
@@ -252,11 +262,7 @@ func (p *Provider) prepare(b *box) error {
 	if p.cfg.Template != "" {
 		src = os.DirFS(p.cfg.Template)
 	} else {
-		sub, err := fs.Sub(starter, "template")
-		if err != nil {
-			return err
-		}
-		src = sub
+		src = Starter()
 	}
 	if err := copyTree(src, ws); err != nil {
 		return fmt.Errorf("copy template: %w", err)
