@@ -164,6 +164,13 @@ func (r *renderer) Show(ctx context.Context, t *transcript.Transcript, turnEnded
 			latest = i
 		}
 	}
+	running := -1
+	for i, turn := range t.Turns {
+		if !turn.Done && turn.Prompt != nil {
+			running = i
+			break
+		}
+	}
 	var firstErr error
 	for i, turn := range t.Turns {
 		v := view{Thread: r.th.key(), Link: r.link, Owner: r.sess.Owner}
@@ -183,8 +190,11 @@ func (r *renderer) Show(ctx context.Context, t *transcript.Transcript, turnEnded
 			}
 			continue
 		}
-		if len(turn.Items) == 0 && (!turn.Done || turn.Prompt == nil || turn.Prompt.Cancelled) {
-			continue // waiting in the queue, or withdrawn before it ran
+		if len(turn.Items) == 0 && (i != running || ts.Mode == modeStream) && (!turn.Done || turn.Prompt == nil || turn.Prompt.Cancelled) {
+			// Waiting in the queue, or withdrawn before it ran. The running turn shows at
+			// once ("Working on it…", with Stop) where it is not streamed; a stream starts
+			// with its first words, the thread status saying meanwhile that Claude works.
+			continue
 		}
 		r.state.Turns[key] = ts
 		if err := r.showTurn(ctx, turn, ts, v); err != nil {
