@@ -12,6 +12,8 @@ import (
 	"github.com/nightona/nightona/internal/testenv"
 	"github.com/nightona/nightona/redisstore"
 	"github.com/nightona/nightona/sandbox"
+	"github.com/nightona/nightona/sandbox/daytona"
+	"github.com/nightona/nightona/sandbox/daytona/daytonatest"
 	"github.com/nightona/nightona/sandbox/local"
 	"github.com/nightona/nightona/sandbox/pool"
 	"github.com/nightona/nightona/scriptedmodel"
@@ -27,6 +29,18 @@ var firstEventProviders = map[string]func(b *testing.B, modelURL string) sandbox
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { p.Close() })
+		return p
+	},
+	// Daytona as the fake plays it: the real relay and CLI run on this machine behind its
+	// toolbox and preview proxy, and creating a sandbox takes the fake's CreateDelay (real
+	// Daytona takes longer: the pool saves more there).
+	"daytona": func(b *testing.B, modelURL string) sandbox.Provider {
+		srv := daytonatest.New(b, daytonatest.Config{CreateDelay: time.Second})
+		p, err := daytona.New(daytona.Config{APIURL: srv.APIURL, APIKey: srv.APIKey,
+			RelayBinary: testenv.RelayBinary(b), Claude: testenv.Claude(b), PollInterval: 50 * time.Millisecond})
+		if err != nil {
+			b.Fatal(err)
+		}
 		return p
 	},
 }

@@ -152,6 +152,12 @@ func (p *Pool) ready(ctx context.Context) ([]*sandbox.Sandbox, error) {
 	}
 	out := all[:0]
 	for _, sb := range all {
+		if sb.State == sandbox.StateStarted && sb.Relay == nil {
+			// Some providers list without looking for relays (Daytona): ask for this one.
+			if got, err := p.Get(ctx, sb.ID); err == nil {
+				sb = got
+			}
+		}
 		if sb.State == sandbox.StateStarted && sb.Relay != nil {
 			out = append(out, sb)
 		}

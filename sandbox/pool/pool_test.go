@@ -10,8 +10,11 @@ import (
 	"github.com/nightona/nightona/internal/fakeagent"
 	"github.com/nightona/nightona/internal/testenv"
 	"github.com/nightona/nightona/sandbox"
+	"github.com/nightona/nightona/sandbox/daytona"
+	"github.com/nightona/nightona/sandbox/daytona/daytonatest"
 	"github.com/nightona/nightona/sandbox/local"
 	"github.com/nightona/nightona/sandbox/pool"
+	"github.com/nightona/nightona/sandbox/sandboxtest"
 )
 
 func TestMain(m *testing.M) {
@@ -172,4 +175,34 @@ func TestCapabilitiesOfTheWrappedProvider(t *testing.T) {
 	if _, ok := sandbox.As[sandbox.Archiver](p); ok {
 		t.Fatal("a pool of local sandboxes claims to archive, which local sandboxes cannot")
 	}
+}
+
+// TestPoolOfDaytonaSandboxes: Daytona lists sandboxes without their relays, so the pool asks
+// for each one before it counts it ready; a pooled Daytona sandbox is handed out with its relay.
+func TestPoolOfDaytonaSandboxes(t *testing.T) {
+	srv := daytonatest.New(t, daytonatest.Config{})
+	prov, err := daytona.New(daytona.Config{APIURL: srv.APIURL, APIKey: srv.APIKey,
+		RelayBinary: testenv.RelayBinary(t), Claude: os.Args[0], Env: map[string]string{fakeagent.EnvVar: "1"},
+		PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pool.New(prov, pool.Config{Size: 1, Spec: spec, Interval: 100 * time.Millisecond, RefillDelay: time.Millisecond})
+	run(t, p)
+	waitReady(t, p, 1)
+	s := spec
+	s.Labels = map[string]string{"nightona.session": "d1"}
+	sb, err := p.Create(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = prov.Delete(context.Background(), sb.ID) })
+	if sb.Relay == nil || sb.Labels["nightona.session"] != "d1" {
+		t.Fatalf("handed out %+v, want the pooled sandbox with its relay and the session's labels", sb)
+	}
+	sandboxtest.RelayAnswers(t, sb.Relay)
+	if n := len(srv.Sandboxes()); n > 2 {
+		t.Fatalf("%d sandboxes on Daytona: the pool made more than one to hand out and one to refill", n)
+	}
+	waitReady(t, p, 1)
 }
