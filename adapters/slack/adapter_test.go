@@ -555,3 +555,15 @@ func counterValue(c prometheus.Counter) float64 {
 	_ = c.Write(&m)
 	return m.GetCounter().GetValue()
 }
+
+// TestSocketModeReconnects: when Slack asks the app to reconnect (refresh_requested), it
+// does, and events go on flowing.
+func TestSocketModeReconnects(t *testing.T) {
+	e := newEnv(t, envOptions{fake: slacktest.Config{PingInterval: 200 * time.Millisecond}})
+	e.fake.Disconnect("refresh_requested")
+	if !e.fake.WaitConnected(2, 15*time.Second) {
+		t.Fatal("the adapter did not reconnect")
+	}
+	ts := e.mention(channel, owner, "echo after the refresh")
+	e.waitContent(channel, ts, 20*time.Second, "after the refresh", "Done in")
+}

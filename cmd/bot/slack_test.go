@@ -417,3 +417,24 @@ func wordCount(s, w string) int {
 		}
 	}
 }
+
+// TestSlackManifest: the app manifest asks for what the bot uses: the events it handles, the
+// scopes of the methods it calls, the command, interactivity and Socket Mode.
+func TestSlackManifest(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(testenv.Root(t), "slack-app-manifest.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := string(b)
+	for _, want := range []string{
+		"- app_mention\n", "- message.channels\n", "- message.groups\n", "- message.im\n",
+		"- app_mentions:read\n", "- channels:history\n", "- groups:history\n", "- im:history\n",
+		"- chat:write\n", "- assistant:write\n", "- commands\n",
+		"- command: /nightona\n", "interactivity:\n    is_enabled: true\n", "socket_mode_enabled: true\n",
+		"messages_tab_enabled: true\n", "messages_tab_read_only_enabled: false\n",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("the manifest lacks %q", want)
+		}
+	}
+}
