@@ -48,6 +48,7 @@ type config struct {
 	Snapshot       string
 	Workspace      string
 	LinkTTL        time.Duration
+	StartTimeout   time.Duration
 }
 
 // loadConfig reads the configuration through getenv and checks it. Every problem is reported,
@@ -151,6 +152,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		{"NIGHTONA_CLOSED_RETENTION", &c.Retention, 7 * 24 * time.Hour, false},
 		{"NIGHTONA_POOL_MAX_AGE", &c.PoolMaxAge, time.Hour, false},
 		{"NIGHTONA_LINK_TTL", &c.LinkTTL, 7 * 24 * time.Hour, false},
+		{"NIGHTONA_START_TIMEOUT", &c.StartTimeout, 3 * time.Minute, false},
 	}
 	for _, d := range durations {
 		*d.dst = d.def

@@ -172,3 +172,49 @@ func TestRelayMustBeStaticLinuxForDaytona(t *testing.T) {
 		t.Fatalf("a shell script as the relay: %v", err)
 	}
 }
+
+// TestDaytonaSandboxTroubles: a sandbox that does not wake in time and one Daytona puts in an
+// error state are each said in the thread with what to do, and the session goes on.
+func TestDaytonaSandboxTroubles(t *testing.T) {
+	srv := daytonatest.New(t, daytonatest.Config{StartDelay: 30 * time.Second, PreviewAuthRedirect: true})
+	env := daytonaEnv(t, srv)
+	env["NIGHTONA_START_TIMEOUT"] = "3s"
+	env["NIGHTONA_IDLE_TIMEOUT"] = "1s"
+	env["NIGHTONA_DEV_COMMAND"] = "off"
+	b := startBot(t, env)
+	thread := b.newThread()
+	f := b.follow(thread, 0)
+	b.prompt(thread, "scenario:text hello")
+	f.until("the first result", 60*time.Second, isResult)
+	f.until("the idle sandbox to stop", 30*time.Second, func(fr frame) bool {
+		return fr.Kind == "status" && fr.field("stage") == "sandbox_stopped"
+	})
+
+	// Waking takes the platform longer than NIGHTONA_START_TIMEOUT.
+	b.prompt(thread, "scenario:text again")
+	frames := f.until("the start timeout", 60*time.Second, func(fr frame) bool { return fr.Kind == "error" })
+	if msg := lastError(frames); !strings.Contains(msg, "did not start in time") || !strings.Contains(msg, "Send your prompt again") {
+		t.Fatalf("start timeout in the thread: %q", msg)
+	}
+
+	// Daytona reports the sandbox broken: the next prompt says so and gets a new sandbox.
+	old := srv.Sandboxes()[0].ID
+	srv.SetState(old, "error", "the runner lost its disk")
+	b.prompt(thread, "scenario:text once more")
+	frames = f.until("a result in a new sandbox", 120*time.Second, isResult)
+	var told bool
+	for _, fr := range frames {
+		if fr.Kind == "status" && strings.Contains(fr.field("message"), "the runner lost its disk") {
+			told = true
+		}
+	}
+	if !told {
+		t.Fatal("the thread was not told why the sandbox was replaced")
+	}
+	if r := frames[len(frames)-1]; r.field("subtype") != "success" {
+		t.Fatalf("result in the new sandbox: %s", r.Data)
+	}
+	if sess := b.session(thread); sess["sandbox_id"] == old || sess["sandbox_id"] == "" {
+		t.Fatalf("the session still has the broken sandbox %s: %v", old, sess)
+	}
+}
