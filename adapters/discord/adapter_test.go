@@ -172,8 +172,17 @@ func TestApproveAndDeny(t *testing.T) {
 
 	ix = e.fake.Click(e.owner.ID, ask, allow)
 	r = e.waitResponse(ix)
-	if r.Type != discordtest.CallbackUpdate && r.Type != discordtest.CallbackDeferredUpdate {
-		t.Fatalf("the owner's click was answered with %d", r.Type)
+	// The answer itself replaces the buttons: no wait for the thread's next edit.
+	if r.Type != discordtest.CallbackUpdate || !strings.Contains(r.Data.Content, "✅ Approved by <@"+e.owner.ID+">") ||
+		strings.Contains(r.Data.Content, "Only <@") {
+		t.Fatalf("the owner's click was answered with %d %q", r.Type, r.Data.Content)
+	}
+	for _, row := range r.Data.Components {
+		for _, b := range row.Components {
+			if b.CustomID == allow {
+				t.Fatalf("the answer kept the Approve button: %+v", r.Data.Components)
+			}
+		}
 	}
 	m := e.waitMessage(th.ID, "the decision in place of the buttons", func(m discordtest.Message) bool {
 		return m.ID == ask.ID && strings.Contains(m.Content, "✅ Approved by <@"+e.owner.ID+">")
@@ -388,4 +397,131 @@ func TestThreadDeleted(t *testing.T) {
 		_, err := e.mgr.Session(context.Background(), e.thread(th))
 		return err != nil
 	})
+}
+
+// TestCommands: /nightona over the Gateway, as each kind of user sees it.
+func TestCommands(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	cmd := func(u discordtest.User, channel, sub string, opts map[string]string) *discordtest.Response {
+		t.Helper()
+		return e.waitResponse(e.fake.Command(u.ID, channel, "nightona", sub, opts))
+	}
+	if r := cmd(e.other, e.channel.ID, "help", nil); !r.Ephemeral() || !strings.Contains(r.Data.Content, "Mention me") {
+		t.Fatalf("help: %+v", r)
+	}
+	if r := cmd(e.other, e.channel.ID, "status", nil); !strings.Contains(r.Data.Content, "No session here") || !strings.Contains(r.Data.Content, "<#"+e.channel.ID+">") {
+		t.Fatalf("status outside a session: %q", r.Data.Content)
+	}
+
+	// Settings: anyone views, admins change; new sessions in the channel start with them.
+	if r := cmd(e.other, e.channel.ID, "config", map[string]string{"permission_mode": "plan"}); !r.Ephemeral() || !strings.Contains(r.Data.Content, "Only admins") {
+		t.Fatalf("a member's config change: %q", r.Data.Content)
+	}
+	if r := cmd(e.admin, e.channel.ID, "config", map[string]string{"model": "not a model"}); !strings.Contains(r.Data.Content, "not a model name") {
+		t.Fatalf("a bad model: %q", r.Data.Content)
+	}
+	r := cmd(e.admin, e.channel.ID, "config", map[string]string{"permission_mode": "plan", "model": "haiku"})
+	if r.Ephemeral() || !strings.Contains(r.Data.Content, "**plan**") || !strings.Contains(r.Data.Content, "**haiku**") {
+		t.Fatalf("an admin's config change: %+v", r)
+	}
+	if r := cmd(e.other, e.channel.ID, "config", nil); !strings.Contains(r.Data.Content, "**plan**") || !strings.Contains(r.Data.Content, "<@"+e.admin.ID+">") {
+		t.Fatalf("config as seen by a member: %q", r.Data.Content)
+	}
+	_, th := e.startThread("echo planned")
+	e.waitDone(th.ID, 1)
+	sess, err := e.mgr.Session(context.Background(), e.thread(th))
+	if err != nil || sess.PermissionMode != "plan" || sess.Model != "haiku" {
+		t.Fatalf("a new session's settings: %+v %v", sess, err)
+	}
+
+	r = cmd(e.other, th.ID, "status", nil)
+	if !strings.Contains(r.Data.Content, sess.ID) || !strings.Contains(r.Data.Content, "<@"+e.owner.ID+">") || !strings.Contains(r.Data.Content, "1 turns") {
+		t.Fatalf("status in the thread: %q", r.Data.Content)
+	}
+	if r := cmd(e.other, th.ID, "list", nil); !strings.Contains(r.Data.Content, "Only admins") {
+		t.Fatalf("a member's list: %q", r.Data.Content)
+	}
+	if r := cmd(e.admin, th.ID, "list", nil); !strings.Contains(r.Data.Content, "<#"+th.ID+">") {
+		t.Fatalf("an admin's list: %q", r.Data.Content)
+	}
+	if r := cmd(e.owner, th.ID, "usage", nil); !strings.Contains(r.Data.Content, "1 turns") {
+		t.Fatalf("usage: %q", r.Data.Content)
+	}
+	if r := cmd(e.owner, th.ID, "usage", map[string]string{"scope": "channel"}); !strings.Contains(r.Data.Content, "<#"+e.channel.ID+">") || !strings.Contains(r.Data.Content, "1 turns") {
+		t.Fatalf("the channel's usage: %q", r.Data.Content)
+	}
+	if r := cmd(e.owner, th.ID, "usage", map[string]string{"scope": "all"}); !strings.Contains(r.Data.Content, "Only admins") {
+		t.Fatalf("everyone's usage for a member: %q", r.Data.Content)
+	}
+	if r := cmd(e.owner, th.ID, "usage", map[string]string{"day": "yesterday"}); !strings.Contains(r.Data.Content, "YYYY-MM-DD") {
+		t.Fatalf("a bad day: %q", r.Data.Content)
+	}
+
+	if r := cmd(e.other, th.ID, "stop", nil); !r.Ephemeral() || !strings.Contains(r.Data.Content, "Only <@"+e.owner.ID+">") {
+		t.Fatalf("a member's stop: %q", r.Data.Content)
+	}
+	cmd(e.owner, th.ID, "stop", nil)
+	e.waitMessage(th.ID, "the stop announced", contains("stopped this thread's sandbox"))
+	testenv.WaitFor(t, 10*time.Second, "the sandbox to stop", func() bool {
+		s, _ := e.mgr.Session(context.Background(), e.thread(th))
+		return s != nil && s.State == session.StateStopped
+	})
+
+	dix := e.fake.Command(e.owner.ID, th.ID, "nightona", "destroy", nil)
+	confirm := e.waitResponse(dix)
+	if !confirm.Ephemeral() || !strings.Contains(confirm.Data.Content, "Destroy this thread's session?") {
+		t.Fatalf("destroy: %+v", confirm)
+	}
+	prompt := e.fake.Interaction(dix.ID).Replies[0]
+	if prompt.Button("nightona:destroy:yes") == nil {
+		t.Fatalf("the confirmation has no Destroy button: %+v", prompt.Components)
+	}
+	r = e.waitResponse(e.fake.Click(e.owner.ID, prompt, "nightona:destroy:yes"))
+	if r.Type != discordtest.CallbackUpdate && r.Type != discordtest.CallbackDeferredUpdate {
+		t.Fatalf("destroy confirmed: %+v", r)
+	}
+	e.waitMessage(th.ID, "the destroy announced", contains("destroyed this thread's session"))
+	if _, err := e.mgr.Session(context.Background(), e.thread(th)); err == nil {
+		t.Fatal("the session survived its destruction")
+	}
+	// The thread starts afresh.
+	e.fake.Say(th.ID, e.owner.ID, "echo fresh start")
+	e.waitMessage(th.ID, "a new session's answer", contains("fresh start"))
+}
+
+// TestQueuedPrompt: a prompt sent while a turn runs waits with a Cancel button; cancelled, it
+// never runs.
+func TestQueuedPrompt(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	_, th := e.startThread("slow:60:40")
+	e.waitMessage(th.ID, "the first turn streaming", contains("word1"))
+	e.fake.Say(th.ID, e.owner.ID, "echo should never run")
+	queued := e.waitMessage(th.ID, "the queued turn", contains("Queued"))
+	var cancel string
+	for _, b := range queued.Buttons() {
+		if strings.HasPrefix(b.CustomID, "nightona:cancel:") {
+			cancel = b.CustomID
+		}
+	}
+	if cancel == "" {
+		t.Fatalf("a queued turn without Cancel: %+v", queued.Components)
+	}
+	if r := e.waitResponse(e.fake.Click(e.other.ID, queued, cancel)); !r.Ephemeral() {
+		t.Fatalf("another member's cancel: %+v", r)
+	}
+	e.waitResponse(e.fake.Click(e.owner.ID, queued, cancel))
+	e.waitMessage(th.ID, "the cancelled turn", func(m discordtest.Message) bool {
+		return m.ID == queued.ID && strings.Contains(m.Content, "Cancelled before it started") && m.Button(cancel) == nil
+	})
+	// Prompts run in order: once a later one has its answer, the cancelled one would have run.
+	e.fake.Say(th.ID, e.owner.ID, "echo third")
+	msgs := e.waitDone(th.ID, 2)
+	for _, m := range msgs {
+		if strings.Contains(m.Content, "should never run") {
+			t.Fatalf("the cancelled prompt ran: %q", m.Content)
+		}
+	}
+	if !strings.Contains(msgs[len(msgs)-1].Content, "third") {
+		t.Fatalf("the last answer: %q", msgs[len(msgs)-1].Content)
+	}
 }

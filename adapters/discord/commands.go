@@ -65,7 +65,8 @@ func (a *Adapter) registerCommands(ctx context.Context) error {
 }
 
 // command answers /nightona.
-func (a *Adapter) command(ctx context.Context, i *discordgo.Interaction, raw []byte, u string, answered <-chan struct{}) *discordgo.InteractionResponse {
+func (a *Adapter) command(ctx context.Context, ix *incoming) *discordgo.InteractionResponse {
+	i, raw, u := ix.Interaction, ix.raw, ix.user
 	data := i.ApplicationCommandData()
 	if data.Name != commandName || len(data.Options) == 0 {
 		return tell("I don't know that command.")
@@ -96,7 +97,7 @@ func (a *Adapter) command(ctx context.Context, i *discordgo.Interaction, raw []b
 		if !a.mayManage(sess, u) {
 			return a.refusal(sess, "stop it")
 		}
-		return a.answer(i, answered, false, func(ctx context.Context) reply {
+		return a.answer(ix, false, func(ctx context.Context) reply {
 			if err := a.sessions.Stop(ctx, thread, u); err != nil {
 				return reply{content: userMessage(a.log, err)}
 			}

@@ -109,17 +109,19 @@ func tell(text string) *discordgo.InteractionResponse {
 	return now(reply{content: text, ephemeral: true})
 }
 
-// answer runs work and answers with its reply if it is done within AnswerWithin; otherwise it
-// answers with a deferral (ephemeral says whether a command's eventual answer is for the
-// user's eyes only) and delivers the reply when work is done, once answered is closed.
-func (a *Adapter) answer(i *discordgo.Interaction, answered <-chan struct{}, ephemeral bool, work func(ctx context.Context) reply) *discordgo.InteractionResponse {
+// answer runs work and answers with its reply if it is done within AnswerWithin of the
+// interaction's arrival; otherwise it answers with a deferral (ephemeral says whether a
+// command's eventual answer is for the user's eyes only) and delivers the reply when work is
+// done, once the deferral has gone.
+func (a *Adapter) answer(ix *incoming, ephemeral bool, work func(ctx context.Context) reply) *discordgo.InteractionResponse {
+	i := ix.Interaction
 	done := make(chan reply, 1)
 	a.background(func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
 		done <- work(ctx)
 	})
-	t := time.NewTimer(a.cfg.AnswerWithin)
+	t := time.NewTimer(time.Until(ix.until))
 	defer t.Stop()
 	select {
 	case r := <-done:
@@ -128,7 +130,7 @@ func (a *Adapter) answer(i *discordgo.Interaction, answered <-chan struct{}, eph
 	}
 	a.background(func(ctx context.Context) {
 		r := <-done
-		<-answered
+		<-ix.answered
 		a.deliverLate(ctx, i, r)
 	})
 	if i.Type == discordgo.InteractionMessageComponent {
@@ -173,10 +175,21 @@ func (a *Adapter) deliverLate(ctx context.Context, i *discordgo.Interaction, r r
 	}
 }
 
+// incoming is an interaction being answered.
+type incoming struct {
+	*discordgo.Interaction
+	raw  []byte
+	user string // "discord:<id>"
+	// until is when the answer must go, whatever is done by then; answered is closed once
+	// it has gone.
+	until    time.Time
+	answered <-chan struct{}
+}
+
 // interact answers one interaction.
 func (a *Adapter) interact(ctx context.Context, i *discordgo.Interaction, raw []byte, answered <-chan struct{}) *discordgo.InteractionResponse {
-	u := interactionUser(i)
-	if u == "" {
+	ix := &incoming{Interaction: i, raw: raw, user: interactionUser(i), until: time.Now().Add(a.cfg.AnswerWithin), answered: answered}
+	if ix.user == "" {
 		return tell("I couldn't tell who you are.")
 	}
 	// Store lookups get a second at most: the answer must go within three.
@@ -184,9 +197,9 @@ func (a *Adapter) interact(ctx context.Context, i *discordgo.Interaction, raw []
 	defer cancel()
 	switch i.Type {
 	case discordgo.InteractionApplicationCommand:
-		return a.command(qctx, i, raw, u, answered)
+		return a.command(qctx, ix)
 	case discordgo.InteractionMessageComponent:
-		return a.component(qctx, i, u, answered)
+		return a.component(qctx, ix)
 	}
 	return tell("I don't know that kind of interaction.")
 }
@@ -226,7 +239,8 @@ func (a *Adapter) refusal(sess *session.Session, what string) *discordgo.Interac
 }
 
 // component answers a click on one of the bot's buttons.
-func (a *Adapter) component(ctx context.Context, i *discordgo.Interaction, u string, answered <-chan struct{}) *discordgo.InteractionResponse {
+func (a *Adapter) component(ctx context.Context, ix *incoming) *discordgo.InteractionResponse {
+	i, u := ix.Interaction, ix.user
 	id := i.MessageComponentData().CustomID
 	if !strings.HasPrefix(id, "nightona:") {
 		return tell("That button isn't mine.")
@@ -240,7 +254,7 @@ func (a *Adapter) component(ctx context.Context, i *discordgo.Interaction, u str
 		if !a.mayManage(sess, u) {
 			return a.refusal(sess, "stop this turn")
 		}
-		return a.answer(i, answered, true, func(ctx context.Context) reply {
+		return a.answer(ix, true, func(ctx context.Context) reply {
 			if err := a.sessions.Interrupt(ctx, thread); err != nil {
 				return reply{content: userMessage(a.log, err), ephemeral: true}
 			}
@@ -253,7 +267,7 @@ func (a *Adapter) component(ctx context.Context, i *discordgo.Interaction, u str
 		if !a.mayManage(sess, u) {
 			return a.refusal(sess, "answer Claude's requests in this thread")
 		}
-		return a.answer(i, answered, true, func(ctx context.Context) reply {
+		return a.answer(ix, true, func(ctx context.Context) reply {
 			if err := a.sessions.Decide(ctx, thread, req, u, allow, ""); err != nil {
 				return reply{content: userMessage(a.log, err), ephemeral: true}
 			}
@@ -262,7 +276,7 @@ func (a *Adapter) component(ctx context.Context, i *discordgo.Interaction, u str
 		})
 	case strings.HasPrefix(id, idCancel):
 		promptID := strings.TrimPrefix(id, idCancel)
-		return a.answer(i, answered, true, func(ctx context.Context) reply {
+		return a.answer(ix, true, func(ctx context.Context) reply {
 			ok, err := a.sessions.CancelPrompt(ctx, thread, promptID, u)
 			switch {
 			case err != nil:
@@ -279,7 +293,7 @@ func (a *Adapter) component(ctx context.Context, i *discordgo.Interaction, u str
 		if !a.mayManage(sess, u) {
 			return a.refusal(sess, "destroy this session")
 		}
-		return a.answer(i, answered, true, func(ctx context.Context) reply {
+		return a.answer(ix, true, func(ctx context.Context) reply {
 			if err := a.sessions.Destroy(ctx, thread, u); err != nil {
 				return reply{update: true, content: userMessage(a.log, err)}
 			}

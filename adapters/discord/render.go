@@ -96,13 +96,14 @@ const (
 
 // render lays a transcript out as Discord messages, turn by turn.
 func render(t *transcript.Transcript, v view) [][]spec {
+	// The latest turn, cancelled ones aside, carries the preview and companion links.
 	latest, running := -1, -1
 	for i, tr := range t.Turns {
-		if tr.Prompt == nil {
+		if tr.Prompt == nil || tr.Prompt.Cancelled {
 			continue
 		}
 		latest = i
-		if running < 0 && !tr.Done && !tr.Prompt.Cancelled {
+		if running < 0 && !tr.Done {
 			running = i
 		}
 	}

@@ -172,6 +172,13 @@ func renderCases(t *testing.T) map[string]*sessionLog {
 
 	l = &sessionLog{}
 	l.prompt("p1", "first")
+	l.streamText("msg_1", "Working on the first.")
+	l.prompt("p2", "second")
+	l.add(session.KindStatus, session.Status{Stage: session.StagePromptCancelled, PromptID: "p2", Message: "A queued prompt was cancelled by discord:111111111111111111."})
+	cases["cancelled"] = l
+
+	l = &sessionLog{}
+	l.prompt("p1", "first")
 	l.text("msg_1", "Done with the first.")
 	l.result("success", 1500, 1, 0.0031)
 	l.status(session.StagePreviewReady, "Preview ready: https://3000-sb1.preview.example", "https://3000-sb1.preview.example")

@@ -40,7 +40,9 @@ const (
 	codeUnknownInteraction = 10062
 	codeMissingAccess      = 50001
 	codeMissingPermissions = 50013
+	codeThreadArchived     = 50083
 	codeThreadExists       = 160004
+	codeThreadLocked       = 160005
 )
 
 func apiCode(err error) int {

@@ -155,7 +155,7 @@ func (s *threadSink) Show(ctx context.Context, t *transcript.Transcript, turnEnd
 		return err
 	}
 	switch apiCode(err) {
-	case codeUnknownChannel, codeMissingAccess:
+	case codeUnknownChannel, codeMissingAccess, codeThreadLocked, codeThreadArchived:
 		s.log.Warn("the thread is gone or closed to the bot; the session is no longer shown there", "err", err)
 		s.gone = true
 		return nil

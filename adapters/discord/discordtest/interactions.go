@@ -321,13 +321,24 @@ func (s *Server) respond(ix *Interaction, body []byte) *apiError {
 		if ix.Type != InteractionComponent {
 			return errorOf(http.StatusBadRequest, 40004, "Interaction callback type 7 is only for components.")
 		}
-		m := s.findMessage(ix.ChannelID, ix.original)
+		if m := s.findMessage(ix.ChannelID, ix.original); m != nil {
+			if _, _, err := s.edit(m, raw.Data); err != nil {
+				return err
+			}
+			break
+		}
+		// A button on an ephemeral message: that copy is the one to update.
+		m := s.findEphemeral(ix.original)
 		if m == nil {
 			return errUnknownMessage
 		}
-		if _, _, err := s.edit(m, raw.Data); err != nil {
+		b, err := decodeMessage(raw.Data)
+		if err != nil {
 			return err
 		}
+		b.apply(m)
+		m.Edits++
+		m.Versions = append(m.Versions, m.Content)
 	case CallbackPong:
 		if ix.Type != InteractionPing {
 			return errorOf(http.StatusBadRequest, 40004, "PONG answers PING only.")
@@ -336,6 +347,18 @@ func (s *Server) respond(ix *Interaction, body []byte) *apiError {
 		return invalidForm("type", "BASE_TYPE_CHOICES", "Value must be one of {1, 4, 5, 6, 7, 8, 9, 10, 12}.")
 	}
 	ix.Response = &resp
+	return nil
+}
+
+// findEphemeral finds an ephemeral reply by id. Call with s.mu held.
+func (s *Server) findEphemeral(id string) *Message {
+	for _, ix := range s.ix {
+		for i := range ix.Replies {
+			if ix.Replies[i].ID == id {
+				return &ix.Replies[i]
+			}
+		}
+	}
 	return nil
 }
 
