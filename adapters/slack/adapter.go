@@ -113,9 +113,11 @@ type Adapter struct {
 	capMu sync.Mutex
 	caps  map[string]bool // capability keys known to be missing (no streaming, no status)
 
-	wg   sync.WaitGroup // work started by events, ended before Run returns
-	base context.Context
-	stop context.CancelFunc
+	workMu sync.Mutex
+	closed bool           // Run is returning: no new work
+	wg     sync.WaitGroup // work started by events, ended before Run returns
+	base   context.Context
+	stop   context.CancelFunc
 }
 
 // New makes an Adapter that talks to Slack with cfg's tokens.
@@ -185,6 +187,9 @@ func (a *Adapter) SocketMode() bool { return a.cfg.AppToken != "" && a.client !=
 // drained by then, so that is quick).
 func (a *Adapter) Run(ctx context.Context) error {
 	defer func() {
+		a.workMu.Lock()
+		a.closed = true
+		a.workMu.Unlock()
 		a.stop()
 		a.wg.Wait()
 	}()
@@ -243,6 +248,12 @@ func (a *Adapter) workspaceURL(ctx context.Context) string {
 
 // goWork runs f for an event after it was acknowledged, under the adapter's lifetime.
 func (a *Adapter) goWork(f func(ctx context.Context)) {
+	a.workMu.Lock()
+	defer a.workMu.Unlock()
+	if a.closed {
+		a.log.Warn("shutting down: a Slack request is dropped")
+		return
+	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

@@ -301,6 +301,8 @@ func TestCommands(t *testing.T) {
 	expect(owner, "", "`/nightona status")
 	expect(owner, "help", "`/nightona usage", "`/nightona config")
 	expect(owner, "frobnicate now", "I don't know `/nightona frobnicate now`", "`/nightona help`")
+	expect(owner, "usage sideways", "Usage: `/nightona usage", "`/nightona help`")
+	expect(admin, "config mode", "Usage: `/nightona config", "`/nightona help`")
 	expect(owner, "status", "no Nightona session in this channel")
 
 	ts := e.mention(channel, owner, "echo first")

@@ -298,7 +298,7 @@ func (a *Adapter) usage(ctx context.Context, cmd command, args []string, admin b
 	default:
 		m := userArg.FindStringSubmatch(args[0])
 		if m == nil {
-			return "Usage: `/nightona usage [me|channel|@user|all]`."
+			return "Usage: `/nightona usage [me|channel|@user|all]`.\n\n" + helpText
 		}
 		if m[1] != cmd.User && !admin {
 			return "Only admins can see someone else's usage."
@@ -354,7 +354,7 @@ func (a *Adapter) config(ctx context.Context, cmd command, args []string, admin 
 		}
 		s.Model = args[1]
 	default:
-		return "Usage: `/nightona config`, `/nightona config mode <mode>`, `/nightona config model <model>` or `/nightona config reset`."
+		return "Usage: `/nightona config`, `/nightona config mode <mode>`, `/nightona config model <model>` or `/nightona config reset`.\n\n" + helpText
 	}
 	if s != (channelSettings{}) {
 		s.By, s.At = userKey(cmd.User), time.Now().UTC()

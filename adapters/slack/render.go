@@ -97,7 +97,7 @@ func renderTurn(turn *transcript.Turn, v view) []payload {
 	}
 	flush()
 	tail := turnTail(turn, v)
-	if len(cur) == 0 && len(parts) == 0 { // a turn just begun still shows that it was seen
+	if len(cur) == 0 && len(parts) == 0 && !turn.Done { // a turn just begun shows that it was seen
 		cur = append(cur, contextBlock("_Working on it…_"))
 	}
 	add(tail, 0)

@@ -205,6 +205,9 @@ func (r *renderer) showStream(ctx context.Context, turn *transcript.Turn, ts *tu
 		todo = todo[len(batch):]
 	}
 	if len(st.TS) == 0 {
+		if turn.Done {
+			return errFallback // it ended with nothing to stream: its footer goes in a message
+		}
 		return nil // nothing to show yet
 	}
 	if !turn.Done {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -436,5 +437,30 @@ func TestSlackManifest(t *testing.T) {
 		if !strings.Contains(m, want) {
 			t.Errorf("the manifest lacks %q", want)
 		}
+	}
+}
+
+// TestSlackTokensRefused: tokens Slack does not accept stop the bot with a message that names
+// them.
+func TestSlackTokensRefused(t *testing.T) {
+	fake := slacktest.New(slacktest.Config{})
+	t.Cleanup(fake.Close)
+	for name, c := range map[string]struct {
+		bot, app, want string
+	}{
+		"bot token": {"xoxb-revoked", fake.Config().AppToken, "SLACK_BOT_TOKEN is not accepted by Slack (invalid_auth)"},
+		"app token": {fake.Config().BotToken, "xapp-revoked", "SLACK_APP_TOKEN is not accepted by Slack (invalid_auth)"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			env := baseEnv(t)
+			env["SLACK_BOT_TOKEN"], env["SLACK_APP_TOKEN"], env["SLACK_API_URL"] = c.bot, c.app, fake.APIURL
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			var stdout, stderr syncBuffer
+			err := run(ctx, nil, func(k string) string { return env[k] }, &stdout, &stderr)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("run: %v, want %q", err, c.want)
+			}
+		})
 	}
 }
