@@ -263,7 +263,7 @@ func (a *Adapter) component(ctx context.Context, ix *incoming) *discordgo.Intera
 		})
 	case strings.HasPrefix(id, idAllow), strings.HasPrefix(id, idDeny):
 		allow := strings.HasPrefix(id, idAllow)
-		req := id[strings.LastIndexByte(id, ':')+1:]
+		req := strings.TrimPrefix(strings.TrimPrefix(id, idAllow), idDeny)
 		if !a.mayManage(sess, u) {
 			return a.refusal(sess, "answer Claude's requests in this thread")
 		}

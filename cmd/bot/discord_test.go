@@ -188,9 +188,25 @@ func checkWords(t *testing.T, msgs []discordtest.Message, n int) {
 // by edits and ends with the result; a reply in the thread continues the conversation.
 func TestDiscordEndToEnd(t *testing.T) {
 	d := startDiscordBot(t, discordtest.Config{})
+	said := time.Now()
 	_, th := d.mention("scenario:slow:60:40 tell me a story")
 	msgs := d.results(th.ID, 1)
 	answer := msgs[len(msgs)-1]
+	var thread, first, last time.Time
+	edits := 0
+	for _, c := range d.fake.Calls() {
+		switch {
+		case c.Route == "/channels/{id}/messages/{id}/threads" && thread.IsZero():
+			thread = c.At
+		case c.Method == "POST" && c.Route == "/channels/{id}/messages" && first.IsZero():
+			first = c.At
+		case c.Method == "PATCH" && c.Route == "/channels/{id}/messages/{id}":
+			edits++
+			last = c.At
+		}
+	}
+	t.Logf("mention to thread %v, to first message %v, to last edit %v; %d edits for a 60-word answer streamed over 2.4 s",
+		thread.Sub(said).Round(time.Millisecond), first.Sub(said).Round(time.Millisecond), last.Sub(said).Round(time.Millisecond), edits)
 	checkWords(t, msgs, 60)
 	if answer.Edits < 2 {
 		t.Fatalf("the answer was edited %d times: it did not stream", answer.Edits)
@@ -220,6 +236,20 @@ func TestDiscordEndToEnd(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) == 0 {
 		t.Fatalf("the companion link answered %d", resp.StatusCode)
+	}
+
+	// The app's dev server comes up in the sandbox: the latest turn gets a preview button
+	// that opens it.
+	withPreview := d.waitMessage(th.ID, "an Open preview button", func(m discordtest.Message) bool {
+		return m.Button("Open preview") != nil
+	})
+	resp, err = http.Get(withPreview.Button("Open preview").URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the preview answered %d", resp.StatusCode)
 	}
 
 	d.fake.Say(th.ID, d.owner.ID, "scenario:recall what did I ask?")
@@ -397,5 +427,53 @@ func TestDiscordGatewayDrop(t *testing.T) {
 	st := d.fake.GatewayStats()
 	if st.Identifies != 1 || st.Resumes < 1 || st.ResumesAtResumeURL != st.Resumes {
 		t.Fatalf("gateway after the drop: %+v", st)
+	}
+}
+
+func TestDiscordConfigErrors(t *testing.T) {
+	cases := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"DISCORD_BOT_TOKEN": "t", "DISCORD_PUBLIC_KEY": "abc"}, "DISCORD_PUBLIC_KEY"},
+		{map[string]string{"DISCORD_BOT_TOKEN": "t", "DISCORD_APP_ID": "my-app"}, "DISCORD_APP_ID"},
+		{map[string]string{"DISCORD_BOT_TOKEN": "t", "DISCORD_API_URL": "discord.com/api"}, "DISCORD_API_URL"},
+		{map[string]string{"DISCORD_PUBLIC_KEY": strings.Repeat("ab", 32)}, "DISCORD_BOT_TOKEN"},
+	}
+	for _, c := range cases {
+		env := baseEnv(t)
+		for k, v := range c.env {
+			env[k] = v
+		}
+		err := run(context.Background(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want an error naming %s", c.env, err, c.want)
+		}
+	}
+}
+
+// TestDiscordShutdownLands: the bot stopped mid-turn lets the turn finish, and the thread shows
+// its end before run returns.
+func TestDiscordShutdownLands(t *testing.T) {
+	d := startDiscordBot(t, discordtest.Config{})
+	_, th := d.mention("scenario:slow:40:50 a short story")
+	d.waitMessage(th.ID, "the answer streaming", func(m discordtest.Message) bool { return strings.Contains(m.Content, "word3") })
+	if err := d.stop(); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	msgs := d.fake.BotMessages(th.ID)
+	var turn discordtest.Message
+	for _, m := range msgs {
+		if strings.Contains(m.Content, "word1") {
+			turn = m
+		}
+	}
+	if len(turn.Embeds) == 0 || turn.Embeds[0].Title != "✅ Done" || turn.Button("nightona:stop") != nil {
+		t.Fatalf("after shutdown the turn shows %q %+v", turn.Content, turn.Embeds)
+	}
+	checkWords(t, msgs, 40)
+	// And the sandbox stopping with the bot is said under it.
+	if last := msgs[len(msgs)-1]; !strings.Contains(last.Content, "sandbox was stopped") {
+		t.Fatalf("the last message: %q", last.Content)
 	}
 }
