@@ -113,4 +113,3 @@ func TestRESTErrors(t *testing.T) {
 		t.Fatalf("a wrong token: %v", err)
 	}
 }
-
