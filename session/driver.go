@@ -27,14 +27,15 @@ type driver struct {
 	log *slog.Logger
 
 	wakeCh  chan struct{}    // the inbox may have news
-	// wantSandbox asks for the sandbox to be up with no prompt (Manager.Wake).
-	wantSandbox atomic.Bool
 	turnCh  chan struct{}    // a turn ended
 	quitCh  chan struct{}    // quit was called
 	lostCh  chan struct{}    // the lease was lost
 	stopCh  chan stopRequest // stop the sandbox, from another goroutine
 	quitOne sync.Once
 	lostOne sync.Once
+
+	// wantSandbox asks for the sandbox to be up with no prompt (Manager.Wake).
+	wantSandbox atomic.Bool
 
 	fence     int64        // set once by acquire, read by the driver's goroutines
 	held      atomic.Int64 // the fence, for the manager's lease check
