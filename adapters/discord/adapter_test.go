@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -363,7 +365,9 @@ func TestPromptRefused(t *testing.T) {
 // TestTwoReplicas: with two replicas on the Gateway, each gets every event; one handles it.
 func TestTwoReplicas(t *testing.T) {
 	e := newEnv(t, envConfig{})
-	second, err := discord.New(e.mgr, e.store, discord.Config{Token: e.fake.Token(), AppID: e.fake.AppID(), HTTPClient: e.fake.Client()})
+	var secondLog syncBuffer
+	second, err := discord.New(e.mgr, e.store, discord.Config{Token: e.fake.Token(), AppID: e.fake.AppID(), HTTPClient: e.fake.Client(),
+		Logger: slog.New(slog.NewTextHandler(&secondLog, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,6 +389,31 @@ func TestTwoReplicas(t *testing.T) {
 	if n := e.calls("POST", "/interactions/{id}/{token}/callback", 0); n != 1 {
 		t.Fatalf("%d answers to one interaction", n)
 	}
+	// Stop reaches Claude through the replica that drives the session: that one answers it.
+	e.fake.Say(th.ID, e.owner.ID, "slow:300:30")
+	running := e.waitMessage(th.ID, "a Stop button", func(m discordtest.Message) bool { return m.Button("nightona:stop") != nil })
+	e.waitResponse(e.fake.Click(e.owner.ID, running, "nightona:stop"))
+	e.waitMessage(th.ID, "the stopped turn", hasEmbed("⏹️ Stopped"))
+	if strings.Contains(secondLog.String(), "turn stopped") {
+		t.Fatalf("the replica that does not drive the session took the Stop:\n%s", secondLog.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // TestThreadDeleted: deleting a thread closes its session.

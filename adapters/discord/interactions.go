@@ -26,29 +26,49 @@ func (a *Adapter) Interaction(ctx context.Context, body []byte) ([]byte, error) 
 	}
 	answered := make(chan struct{})
 	defer close(answered) // the HTTP answer goes right after this returns
-	resp := a.interact(ctx, &i, body, answered)
+	resp := a.interact(ctx, &i, body, time.Now(), answered)
 	return json.Marshal(resp)
 }
 
 // onGatewayInteraction answers an INTERACTION_CREATE from the Gateway with a callback.
 func (a *Adapter) onGatewayInteraction(ctx context.Context, raw json.RawMessage) {
+	received := time.Now()
 	var i discordgo.Interaction
 	if err := json.Unmarshal(raw, &i); err != nil {
 		a.log.Warn("an INTERACTION_CREATE that does not decode", "err", err)
 		return
 	}
-	// Every replica's Gateway session gets it: the first answers.
+	// Every replica's Gateway session gets it, and the first to claim it answers. Stop and
+	// Approve reach Claude only through the replica driving the session, the one showing
+	// it: the others let it claim first.
+	if !a.showing(i.ChannelID) {
+		if sleep(ctx, othersWait) != nil {
+			return
+		}
+	}
 	if first, err := a.store.Once(ctx, keyInteraction+i.ID, deliveryTTL); err == nil && !first {
 		return
 	}
 	answered := make(chan struct{})
 	defer close(answered)
-	resp := a.interact(ctx, &i, raw, answered)
+	resp := a.interact(ctx, &i, raw, received, answered)
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	if err := a.api.callback(cctx, i.ID, i.Token, resp); err != nil && apiCode(err) != 40060 { // 40060: answered already
 		a.log.Warn("could not answer an interaction", "interaction", i.ID, "err", err)
 	}
+}
+
+// othersWait is how long a replica that does not show a thread's session waits before it
+// claims an interaction from that thread: time for the one that does to claim it.
+const othersWait = 400 * time.Millisecond
+
+// showing reports whether this replica shows the session of a Discord channel now: it drives
+// the session, so Stop and permission answers reach Claude from here.
+func (a *Adapter) showing(channelID string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.shown[channelID] > 0
 }
 
 // reply is what an interaction's work shows.
@@ -187,8 +207,8 @@ type incoming struct {
 }
 
 // interact answers one interaction.
-func (a *Adapter) interact(ctx context.Context, i *discordgo.Interaction, raw []byte, answered <-chan struct{}) *discordgo.InteractionResponse {
-	ix := &incoming{Interaction: i, raw: raw, user: interactionUser(i), until: time.Now().Add(a.cfg.AnswerWithin), answered: answered}
+func (a *Adapter) interact(ctx context.Context, i *discordgo.Interaction, raw []byte, received time.Time, answered <-chan struct{}) *discordgo.InteractionResponse {
+	ix := &incoming{Interaction: i, raw: raw, user: interactionUser(i), until: received.Add(a.cfg.AnswerWithin), answered: answered}
 	if ix.user == "" {
 		return tell("I couldn't tell who you are.")
 	}

@@ -42,6 +42,16 @@ func (a *Adapter) Follow(ctx context.Context, sess *session.Session) {
 		return
 	}
 	log := a.log.With("session_id", sess.ID, "thread", sess.Thread)
+	a.mu.Lock()
+	a.shown[p.ChannelID]++
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		if a.shown[p.ChannelID]--; a.shown[p.ChannelID] <= 0 {
+			delete(a.shown, p.ChannelID)
+		}
+		a.mu.Unlock()
+	}()
 	s := &threadSink{a: a, sess: sess, channelID: p.ChannelID, log: log}
 	if a.cfg.CompanionLink != nil {
 		s.view.Companion = a.cfg.CompanionLink(sess.ID)
