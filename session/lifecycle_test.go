@@ -147,9 +147,9 @@ func TestCancelQueuedPrompt(t *testing.T) {
 	if ok, err := e.mgr.CancelPrompt(ctx, "web:cq", second.PromptID, "web:b"); err != nil || !ok {
 		t.Fatalf("cancel: %v %v", ok, err)
 	}
-	evs := e.waitFor(t, id, "two turns", results(2))
+	e.waitFor(t, id, "two turns", results(2))
 	time.Sleep(300 * time.Millisecond) // a cancelled prompt would run now
-	evs = e.events(t, id)
+	evs := e.events(t, id)
 	var ran []string
 	for _, ev := range evs {
 		if ev.Kind == session.KindAgent && field(ev.Data, "type") == "result" {
