@@ -144,8 +144,9 @@ func (r *renderer) save(ctx context.Context) {
 
 // Show implements transcript.Sink: it brings every turn of the thread up to date.
 func (r *renderer) Show(ctx context.Context, t *transcript.Transcript, turnEnded bool) error {
-	if r.fails > 0 {
-		// Slack failed the last time: do not hammer it while Follow retries.
+	if _, last := ctx.Deadline(); r.fails > 0 && !last {
+		// Slack failed the last time: do not hammer it while Follow retries (but the last
+		// show, on a deadline, goes at once).
 		backoff := min(time.Duration(1<<min(r.fails, 6))*250*time.Millisecond, 15*time.Second)
 		if err := sleep(ctx, backoff); err != nil {
 			return err
