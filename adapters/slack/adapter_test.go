@@ -569,3 +569,44 @@ func TestSocketModeReconnects(t *testing.T) {
 	ts := e.mention(channel, owner, "echo after the refresh")
 	e.waitContent(channel, ts, 20*time.Second, "after the refresh", "Done in")
 }
+
+// TestButtonsPressedOnAnotherReplica: Slack hands a press to any replica; the one that does
+// not drive the session leaves it in Redis, and the one that does carries it out.
+func TestButtonsPressedOnAnotherReplica(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	other, err := New(e.mgr, e.store, e.a.cfg) // a replica that shows no session
+	if err != nil {
+		t.Fatal(err)
+	}
+	pressOn := func(a *Adapter, ts, user, actionID string) {
+		t.Helper()
+		var msg slacktest.Message
+		testenv.WaitFor(t, 10*time.Second, "the button "+actionID, func() bool {
+			for _, m := range e.fake.BotMessages(channel, ts) {
+				if m.Button(actionID) != nil {
+					msg = m
+					return true
+				}
+			}
+			return false
+		})
+		a.SlackInteraction(context.Background(), e.fake.BlockAction(user, msg, actionID))
+	}
+	ts := e.mention(channel, owner, "ask:Bash")
+	e.waitContent(channel, ts, 20*time.Second, "Claude wants to use")
+	pressOn(other, ts, stranger, actionApprove)
+	e.ephemeral(stranger, "or an admin can answer")
+	pressOn(other, ts, owner, actionApprove)
+	e.waitContent(channel, ts, 10*time.Second, "approved by <@"+owner+">", "perm-1 allow", "Done in")
+	if !strings.Contains(e.logs.String(), "a permission answered on another replica") {
+		t.Fatal("the answer did not go through the replica driving the session")
+	}
+
+	ts = e.mention(channel, owner, "slow:400:50")
+	e.waitContent(channel, ts, 20*time.Second, "word3")
+	pressOn(other, ts, owner, actionStop)
+	e.waitContent(channel, ts, 10*time.Second, "Stopped in")
+	if !strings.Contains(e.logs.String(), "a Stop pressed on another replica") {
+		t.Fatal("the Stop did not go through the replica driving the session")
+	}
+}

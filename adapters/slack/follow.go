@@ -73,10 +73,13 @@ func (a *Adapter) Follow(ctx context.Context, sess *session.Session) {
 	if err := r.load(ctx); err != nil {
 		r.log.Warn("Redis does not answer; the thread is shown once it does", "err", err)
 	}
+	a.follows(sess.ID, 1)
+	defer a.follows(sess.ID, -1)
 	statusCtx, stopStatus := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); r.keepStatus(statusCtx) }()
+	go func() { defer wg.Done(); r.pollPresses(statusCtx) }()
 	err := transcript.Follow(ctx, a.sessions, sess.ID, r, transcript.FollowConfig{Every: a.cfg.UpdateEvery})
 	stopStatus()
 	wg.Wait()
@@ -86,7 +89,8 @@ func (a *Adapter) Follow(ctx context.Context, sess *session.Session) {
 }
 
 // renderer is one thread's transcript.Sink. Follow calls Show from one goroutine; the thread
-// status is also refreshed from keepStatus, under statusMu.
+// status is also refreshed from keepStatus, and presses are looked for by pollPresses, with
+// what they share under statusMu.
 type renderer struct {
 	a      *Adapter
 	th     thread
@@ -102,6 +106,8 @@ type renderer struct {
 	status   string    // the thread status last set
 	statusAt time.Time // when
 	posted   bool      // a message was posted since (Slack clears the status then)
+	running  bool      // a turn runs: presses left by other replicas are looked for
+	pending  []string  // the permission requests that wait for an answer
 }
 
 func (r *renderer) stateKey() string { return "slack:render:" + r.sess.ID }
@@ -208,6 +214,13 @@ func (r *renderer) Show(ctx context.Context, t *transcript.Transcript, turnEnded
 			}
 		}
 	}
+	var pending []string
+	for _, p := range t.Pending() {
+		pending = append(pending, p.RequestID)
+	}
+	r.statusMu.Lock()
+	r.running, r.pending = t.Running(), pending
+	r.statusMu.Unlock()
 	r.state.LastSeq = t.LastSeq
 	r.save(ctx)
 	r.showStatus(ctx, threadStatus(t))

@@ -61,12 +61,7 @@ func (a *Adapter) interact(cb slackgo.InteractionCallback) {
 	}
 	a.metrics.events.WithLabelValues("interaction", act.ActionID).Inc()
 	a.goWork(func(ctx context.Context) {
-		var err error
-		if act.ActionID == actionStop {
-			err = a.pressStop(ctx, th, user)
-		} else {
-			err = a.sessions.Decide(ctx, key, requestID, userKey(user), act.ActionID == actionApprove, denyMessage(act.ActionID))
-		}
+		err := a.pressButton(ctx, th, here, user, act.ActionID, requestID)
 		if err == nil {
 			return
 		}
@@ -84,8 +79,9 @@ func denyMessage(action string) string {
 	return ""
 }
 
-// pressStop interrupts the thread's running turn, for its owner or an admin.
-func (a *Adapter) pressStop(ctx context.Context, th thread, user string) error {
+// pressButton carries out Stop, Approve or Deny for the session's owner or an admin: here
+// when this replica drives the session, else through Redis for the replica that does.
+func (a *Adapter) pressButton(ctx context.Context, th, here thread, user, action, requestID string) error {
 	sess, err := a.sessions.Session(ctx, th.key())
 	if err != nil {
 		return err
@@ -94,7 +90,20 @@ func (a *Adapter) pressStop(ctx context.Context, th thread, user string) error {
 	if sess.Owner != u && !a.sessions.IsAdmin(u) {
 		return session.ErrForbidden
 	}
-	return a.sessions.Interrupt(ctx, th.key())
+	local := a.following(sess.ID)
+	p := press{User: u, Team: here.Team, Channel: here.Channel, ThreadTS: here.TS}
+	if action == actionStop {
+		if local {
+			return a.sessions.Interrupt(ctx, th.key())
+		}
+		return a.leave(ctx, stopKey(sess.ID), p)
+	}
+	allow := action == actionApprove
+	if local {
+		return a.sessions.Decide(ctx, th.key(), requestID, u, allow, denyMessage(action))
+	}
+	p.Allow, p.Message, p.RequestID = allow, denyMessage(action), requestID
+	return a.leave(ctx, decideKey(sess.ID, requestID), p)
 }
 
 // refusal says why a button did not work.
