@@ -348,6 +348,7 @@ func TestDiscordHTTPInteractions(t *testing.T) {
 		!strings.Contains(resp.Data.Content, "1 turns") || took > 3*time.Second {
 		t.Fatalf("/nightona status: %d %s in %v", status, out, took)
 	}
+	t.Logf("/nightona status answered over HTTP in %v", took.Round(time.Millisecond))
 
 	// An admin sets the channel's permission mode; a member may not.
 	status, out, _ = d.interact(d.fake.NewCommand(d.other.ID, d.channel.ID, "nightona", "config", map[string]string{"permission_mode": "plan"}), d.key)
