@@ -554,3 +554,57 @@ func TestQueuedPrompt(t *testing.T) {
 		t.Fatalf("the last answer: %q", msgs[len(msgs)-1].Content)
 	}
 }
+
+// TestPressHandover: an interaction that reaches a replica not driving the session (over HTTP,
+// where the load balancer picks) is handed to the one that does, through Redis.
+func TestPressHandover(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	var secondLog syncBuffer
+	second, err := discord.New(e.mgr, e.store, discord.Config{Token: e.fake.Token(), AppID: e.fake.AppID(), HTTPClient: e.fake.Client(),
+		Logger: slog.New(slog.NewTextHandler(&secondLog, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaSecond := func(ix *discordtest.Interaction) string {
+		t.Helper()
+		out, err := second.Interaction(context.Background(), ix.JSON())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.fake.Answered(ix.ID, out); err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+
+	_, th := e.startThread("ask:Bash")
+	ask := e.waitMessage(th.ID, "a permission request", func(m discordtest.Message) bool { return strings.Contains(m.Content, "Claude asks") && len(m.Buttons()) > 0 })
+	var allow string
+	for _, b := range ask.Buttons() {
+		if strings.HasPrefix(b.CustomID, "nightona:allow:") {
+			allow = b.CustomID
+		}
+	}
+	clicked := time.Now()
+	if out := viaSecond(e.fake.NewClick(e.owner.ID, ask, allow)); out != `{"type":6}` {
+		t.Fatalf("the other replica answered %s", out)
+	}
+	e.waitMessage(th.ID, "the approval carried out", func(m discordtest.Message) bool {
+		return m.ID == ask.ID && strings.Contains(m.Content, "✅ Approved by <@"+e.owner.ID+">")
+	})
+	// Well inside the handover: the driving replica took it, not the fallback.
+	if took := time.Since(clicked); took > 2*time.Second {
+		t.Fatalf("the approval took %v", took)
+	}
+	if done := e.waitMessage(th.ID, "the turn's end", hasEmbed("✅ Done")); !strings.Contains(done.Content, "allow") {
+		t.Fatalf("Claude got %q", done.Content)
+	}
+
+	e.fake.Say(th.ID, e.owner.ID, "slow:300:30")
+	running := e.waitMessage(th.ID, "a Stop button", func(m discordtest.Message) bool { return m.Button("nightona:stop") != nil })
+	viaSecond(e.fake.NewClick(e.owner.ID, running, "nightona:stop"))
+	e.waitMessage(th.ID, "the stop carried out", hasEmbed("⏹️ Stopped"))
+	if n := strings.Count(secondLog.String(), "left a press"); n != 2 {
+		t.Fatalf("%d presses left:\n%s", n, secondLog.String())
+	}
+}

@@ -274,6 +274,9 @@ func (a *Adapter) component(ctx context.Context, ix *incoming) *discordgo.Intera
 		if !a.mayManage(sess, u) {
 			return a.refusal(sess, "stop this turn")
 		}
+		if !a.showing(i.ChannelID) {
+			return a.leave(ctx, ix, thread, sess.ID, &press{Stop: true})
+		}
 		return a.answer(ix, true, func(ctx context.Context) reply {
 			if err := a.sessions.Interrupt(ctx, thread); err != nil {
 				return reply{content: userMessage(a.log, err), ephemeral: true}
@@ -286,6 +289,13 @@ func (a *Adapter) component(ctx context.Context, ix *incoming) *discordgo.Intera
 		req := strings.TrimPrefix(strings.TrimPrefix(id, idAllow), idDeny)
 		if !a.mayManage(sess, u) {
 			return a.refusal(sess, "answer Claude's requests in this thread")
+		}
+		if !a.showing(i.ChannelID) {
+			p := &press{RequestID: req, Allow: allow}
+			if r := decided(i.Message, u, allow); !r.silent {
+				p.Decided, _ = json.Marshal(r.message())
+			}
+			return a.leave(ctx, ix, thread, sess.ID, p)
 		}
 		return a.answer(ix, true, func(ctx context.Context) reply {
 			if err := a.sessions.Decide(ctx, thread, req, u, allow, ""); err != nil {

@@ -80,6 +80,12 @@ func (a *Adapter) Follow(ctx context.Context, sess *session.Session) {
 	if ctx.Err() != nil {
 		return
 	}
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		a.watchPresses(ctx, sess.Thread, sess.ID, &s.presses)
+	}()
+	defer func() { <-watching }()
 	err = transcript.Follow(ctx, a.sessions, sess.ID, s, transcript.FollowConfig{Every: a.cfg.UpdateEvery, Transcript: t})
 	if err != nil && !errors.Is(err, session.ErrNotFound) {
 		log.Warn("stopped following the session", "err", err)
@@ -94,6 +100,7 @@ type threadSink struct {
 	view      view
 	log       *slog.Logger
 	st        renderState
+	presses   presses // what presses left by other replicas to look for
 	failures  int
 	gone      bool // the thread is gone or closed to the bot: nothing more can be shown
 }
@@ -179,6 +186,12 @@ func (s *threadSink) Show(ctx context.Context, t *transcript.Transcript, turnEnd
 }
 
 func (s *threadSink) show(ctx context.Context, t *transcript.Transcript) error {
+	s.presses.running.Store(t.Running())
+	var pending []string
+	for _, p := range t.Pending() {
+		pending = append(pending, p.RequestID)
+	}
+	s.presses.pending.Store(pending)
 	turns := render(t, s.view)
 	dirty := false
 	defer func() {
