@@ -578,7 +578,9 @@ func TestPressHandover(t *testing.T) {
 	}
 
 	_, th := e.startThread("ask:Bash")
-	ask := e.waitMessage(th.ID, "a permission request", func(m discordtest.Message) bool { return strings.Contains(m.Content, "Claude asks") && len(m.Buttons()) > 0 })
+	ask := e.waitMessage(th.ID, "a permission request", func(m discordtest.Message) bool {
+		return strings.Contains(m.Content, "Claude asks") && len(m.Buttons()) > 0
+	})
 	var allow string
 	for _, b := range ask.Buttons() {
 		if strings.HasPrefix(b.CustomID, "nightona:allow:") {
