@@ -205,6 +205,9 @@ func TestStopButton(t *testing.T) {
 	running := e.waitMessage(th.ID, "a Stop button", func(m discordtest.Message) bool {
 		return m.Button("nightona:stop") != nil && strings.Contains(m.Content, "word1")
 	})
+	testenv.WaitFor(t, 5*time.Second, "the typing indicator while Claude works", func() bool {
+		return e.calls("POST", "/channels/{id}/typing", 204) > 0
+	})
 	r := e.waitResponse(e.fake.Click(e.other.ID, running, "nightona:stop"))
 	if !r.Ephemeral() || !strings.Contains(r.Data.Content, "Only <@"+e.owner.ID+">") {
 		t.Fatalf("another member's Stop: %+v", r)

@@ -26,6 +26,8 @@ const (
 	pressTTL = 30 * time.Second
 	keyPress = "discord:press:"
 	keyTaken = "discord:press-taken:"
+	// typingEvery renews the typing indicator, which Discord shows for ten seconds.
+	typingEvery = 8 * time.Second
 )
 
 // press is a Stop or a permission answer left for the replica that shows the session.
@@ -102,10 +104,12 @@ type presses struct {
 	pending atomic.Value // []string
 }
 
-// watchPresses takes the presses left for this replica while it shows the session.
+// watchPresses takes the presses left for this replica while it shows the session, and
+// keeps Discord's typing indicator on in the thread while a turn runs.
 func (a *Adapter) watchPresses(ctx context.Context, thread, sessionID string, w *presses) {
 	t := time.NewTicker(pressPoll)
 	defer t.Stop()
+	var typed time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -114,6 +118,15 @@ func (a *Adapter) watchPresses(ctx context.Context, thread, sessionID string, w 
 		}
 		if !w.running.Load() {
 			continue
+		}
+		// The indicator lasts ten seconds.
+		if time.Since(typed) > typingEvery {
+			typed = time.Now()
+			if p, ok := parseKey(thread); ok {
+				if err := a.api.typing(ctx, p.ChannelID); err != nil {
+					a.log.Debug("could not show the typing indicator", "thread", thread, "err", err)
+				}
+			}
 		}
 		keys := []string{keyPress + sessionID + ":stop"}
 		pending, _ := w.pending.Load().([]string)

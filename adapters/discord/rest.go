@@ -240,6 +240,10 @@ func (c *rest) startThread(ctx context.Context, channelID, messageID, name strin
 	return &ch, c.do(ctx, http.MethodPost, "/channels/"+channelID+"/messages/"+messageID+"/threads", body, &ch)
 }
 
+func (c *rest) typing(ctx context.Context, channelID string) error {
+	return c.do(ctx, http.MethodPost, "/channels/"+channelID+"/typing", nil, nil)
+}
+
 func (c *rest) callback(ctx context.Context, id, token string, r *discordgo.InteractionResponse) error {
 	return c.do(ctx, http.MethodPost, "/interactions/"+id+"/"+url.PathEscape(token)+"/callback", r, nil)
 }
