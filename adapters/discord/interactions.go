@@ -180,7 +180,9 @@ func (a *Adapter) deliverLate(ctx context.Context, i *discordgo.Interaction, r r
 		case i.Type == discordgo.InteractionMessageComponent && !r.update:
 			err = a.api.followup(ctx, appID, i.Token, r.message())
 		default:
-			err = a.api.editOriginal(ctx, appID, i.Token, r.message())
+			m := r.message()
+			m.Flags = 0 // an answer's visibility is set when it is deferred, not on edit
+			err = a.api.editOriginal(ctx, appID, i.Token, m)
 		}
 		// Discord may not have taken the deferral yet when the work is quick after it.
 		if err == nil || attempt == 3 || (apiCode(err) != 10015 && apiCode(err) != codeUnknownMessage) {
