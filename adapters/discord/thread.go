@@ -179,7 +179,7 @@ func (s *threadSink) Show(ctx context.Context, t *transcript.Transcript, turnEnd
 	}
 	// Follow calls again with the next change, or at once if nothing changes: pause first.
 	s.failures++
-	wait := backoff(min(s.failures, 7))
+	wait := backoff(min(s.failures, 4))
 	s.log.Warn("could not update the thread; trying again", "err", err, "in", wait.Round(time.Millisecond))
 	_ = sleep(ctx, wait)
 	return err
