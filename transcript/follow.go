@@ -36,6 +36,12 @@ type FollowConfig struct {
 // Follow reads the session's log from cfg.From, folds it into a transcript and shows it through
 // sink on a coalescing schedule, until ctx ends; then it shows it once more (with a short
 // context of its own) so that the last state lands.
+//
+// A change waits for cfg.Every after the last show, except a turn's end and a turn's first
+// item (the first words or tool call after its prompt), which show at once: the budget should
+// not keep someone waiting for the start of an answer. A show that fails is tried again after a
+// pause that doubles, from cfg.Every up to a minute, so that a platform in trouble is not
+// hammered.
 func Follow(ctx context.Context, src Source, id string, sink Sink, cfg FollowConfig) error {
 	if cfg.Every <= 0 {
 		cfg.Every = time.Second
@@ -45,18 +51,23 @@ func Follow(ctx context.Context, src Source, id string, sink Sink, cfg FollowCon
 		t = New()
 	}
 	after := max(cfg.From, t.LastSeq)
-	var lastShow time.Time
-	dirty, ended := false, false
-	doneTurns := countDone(t)
+	var next time.Time // the earliest time the next show may go
+	var retry time.Duration
+	dirty, ended, started := false, false, false
+	doneTurns, withItems := countDone(t), countStarted(t)
 	show := func(ctx context.Context) {
-		if err := sink.Show(ctx, t, ended); err == nil {
-			dirty, ended, lastShow = false, false, time.Now()
+		if err := sink.Show(ctx, t, ended); err != nil {
+			retry = min(max(2*retry, cfg.Every), time.Minute)
+			next = time.Now().Add(retry)
+			return
 		}
+		dirty, ended, started, retry = false, false, false, 0
+		next = time.Now().Add(cfg.Every)
 	}
 	for {
 		wait := cfg.Every
 		if dirty {
-			wait = max(time.Until(lastShow.Add(cfg.Every)), time.Millisecond)
+			wait = max(time.Until(next), time.Millisecond)
 		}
 		evs, err := src.Events(ctx, id, after, 500, wait)
 		if ctx.Err() != nil {
@@ -101,10 +112,25 @@ func Follow(ctx context.Context, src Source, id string, sink Sink, cfg FollowCon
 		if n := countDone(t); n > doneTurns {
 			doneTurns, ended = n, true
 		}
-		if ended || (dirty && time.Since(lastShow) >= cfg.Every) {
+		if n := countStarted(t); n > withItems {
+			withItems, started = n, true
+		}
+		failing := retry > 0
+		if (ended || started) && (!failing || !time.Now().Before(next)) || dirty && !time.Now().Before(next) {
 			show(ctx)
 		}
 	}
+}
+
+// countStarted counts the turns that have something to show besides their prompt.
+func countStarted(t *Transcript) int {
+	n := 0
+	for _, tr := range t.Turns {
+		if len(tr.Items) > 0 {
+			n++
+		}
+	}
+	return n
 }
 
 func countDone(t *Transcript) int {

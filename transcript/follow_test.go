@@ -3,6 +3,7 @@ package transcript_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -89,7 +90,18 @@ func TestFollowCoalescesAndShowsTurnEnds(t *testing.T) {
 	if len(s) < 2 || len(s) > 6 {
 		t.Fatalf("%d shows for 43 events over ~0.5 s at one per 200 ms", len(s))
 	}
-	for i := 1; i < len(s)-1; i++ {
+	// The answer's first words show at once; what follows them waits for the budget.
+	first := -1
+	for i, sh := range s {
+		if sh.items > 0 {
+			first = i
+			break
+		}
+	}
+	if first < 0 || s[first].at.Sub(s[0].at) > 150*time.Millisecond {
+		t.Fatalf("the first words were shown at show %d, %v after the prompt: they must not wait for the budget", first, s[max(first, 0)].at.Sub(s[0].at))
+	}
+	for i := first + 1; i < len(s)-1; i++ {
 		if gap := s[i].at.Sub(s[i-1].at); gap < 180*time.Millisecond {
 			t.Fatalf("shows %d and %d only %v apart", i-1, i, gap)
 		}
@@ -103,5 +115,48 @@ func TestFollowCoalescesAndShowsTurnEnds(t *testing.T) {
 	s = rec.snapshot()
 	if got := s[len(s)-1].seq; got != 44 {
 		t.Fatalf("last shown seq %d, want 44 (everything)", got)
+	}
+}
+
+// failing is a sink whose platform refuses every show.
+type failing struct {
+	mu    sync.Mutex
+	calls int
+}
+
+func (f *failing) Show(context.Context, *transcript.Transcript, bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return errors.New("the platform is down")
+}
+
+// TestFollowBacksOffAFailingSink: a sink that keeps failing is tried again after doubling
+// pauses, not in a loop.
+func TestFollowBacksOffAFailingSink(t *testing.T) {
+	rdb, err := redisstore.Open(testenv.RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	st := redisstore.New(rdb, redisstore.Config{Prefix: testenv.Prefix(t)})
+	defer st.Shutdown()
+	ctx := context.Background()
+	if _, _, err := st.CreateForThread(ctx, &session.Session{ID: "f2", Thread: "web:f2"}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(session.Prompt{ID: "p1", User: "u", Text: "hi"})
+	if _, err := st.Append(ctx, "f2", session.KindPrompt, b, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	sink := &failing{}
+	fctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	_ = transcript.Follow(fctx, transcript.SourceFunc(st.Read), "f2", sink, transcript.FollowConfig{Every: 100 * time.Millisecond})
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	// At 0, 0.1, 0.3, 0.7 s and the last show on stopping: about 5 in 1.5 s.
+	if sink.calls < 3 || sink.calls > 7 {
+		t.Fatalf("%d shows of a failing sink in 1.5 s with pauses doubling from 100 ms", sink.calls)
 	}
 }

@@ -100,7 +100,6 @@ type renderer struct {
 	state  renderState
 	loaded bool
 	saved  []byte
-	fails  int
 
 	statusMu sync.Mutex
 	status   string    // the thread status last set
@@ -150,17 +149,9 @@ func (r *renderer) save(ctx context.Context) {
 
 // Show implements transcript.Sink: it brings every turn of the thread up to date.
 func (r *renderer) Show(ctx context.Context, t *transcript.Transcript, turnEnded bool) error {
-	if _, last := ctx.Deadline(); r.fails > 0 && !last {
-		// Slack failed the last time: do not hammer it while Follow retries (but the last
-		// show, on a deadline, goes at once).
-		backoff := min(time.Duration(1<<min(r.fails, 6))*250*time.Millisecond, 15*time.Second)
-		if err := sleep(ctx, backoff); err != nil {
-			return err
-		}
-	}
+	// A failed show is tried again by transcript.Follow after pauses that double.
 	if !r.loaded {
 		if err := r.load(ctx); err != nil {
-			r.fails++
 			return err
 		}
 	}
@@ -224,11 +215,6 @@ func (r *renderer) Show(ctx context.Context, t *transcript.Transcript, turnEnded
 	r.state.LastSeq = t.LastSeq
 	r.save(ctx)
 	r.showStatus(ctx, threadStatus(t))
-	if firstErr != nil {
-		r.fails++
-	} else {
-		r.fails = 0
-	}
 	return firstErr
 }
 
