@@ -195,6 +195,7 @@ func (d *driver) run(ctx context.Context) {
 			}
 			idle.reset()
 		case <-watch:
+			d.takeControls(ctx)
 			conn = d.process(ctx, conn, idle)
 		case <-d.wakeCh:
 			conn = d.process(ctx, conn, idle)
@@ -202,6 +203,7 @@ func (d *driver) run(ctx context.Context) {
 			idle.reset()
 			conn = d.process(ctx, conn, idle)
 		case <-poll.C:
+			d.takeControls(ctx)
 			conn = d.process(ctx, conn, idle)
 		}
 	}

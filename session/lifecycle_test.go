@@ -477,3 +477,67 @@ func TestWakeWithoutAPrompt(t *testing.T) {
 		return s.State == session.StateStopped
 	})
 }
+
+// TestButtonsOnAnotherReplica: a decision and a Stop taken on a replica that does not drive
+// the session reach the one that does, and their outcome comes back.
+func TestButtonsOnAnotherReplica(t *testing.T) {
+	g := newGroup(t, testenv.RedisURL(t))
+	a := g.start(t, "replica-a", session.Config{})
+	b := g.start(t, "replica-b", session.Config{})
+	ctx := context.Background()
+	sub, err := a.mgr.Submit(ctx, "web:far", "web:owner", "ask:Bash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sub.Session.ID
+	evs := a.waitFor(t, id, "a permission request", func(evs []session.Event) bool {
+		return count(evs, session.KindAgent, "control_request") == 1
+	})
+	var req string
+	for _, ev := range evs {
+		if field(ev.Data, "type") == "control_request" {
+			req = field(ev.Data, "request_id")
+		}
+	}
+	if err := b.mgr.Decide(ctx, "web:far", req, "web:stranger", true, ""); !errors.Is(err, session.ErrForbidden) {
+		t.Fatalf("a stranger's decision on b: %v, want ErrForbidden", err)
+	}
+	if err := b.mgr.Decide(ctx, "web:far", "no-such-request", "web:owner", true, ""); !errors.Is(err, session.ErrNoSuchRequest) {
+		t.Fatalf("an unknown request on b: %v, want ErrNoSuchRequest from a", err)
+	}
+	start := time.Now()
+	if err := b.mgr.Decide(ctx, "web:far", req, "web:owner", true, ""); err != nil {
+		t.Fatalf("the owner's decision on b: %v", err)
+	}
+	t.Logf("a decision taken on b was carried out on a in %v", time.Since(start))
+	evs = a.waitFor(t, id, "the turn to end", results(1))
+	if got := lastResultText(evs); got != "allow" {
+		t.Fatalf("the agent got %q, want allow", got)
+	}
+	if err := b.mgr.Decide(ctx, "web:far", req, "web:owner", true, ""); !errors.Is(err, session.ErrNoSuchRequest) {
+		t.Fatalf("answering twice on b: %v, want ErrNoSuchRequest", err)
+	}
+
+	// Stop on b interrupts a's running turn.
+	if _, err := a.mgr.Submit(ctx, "web:far", "web:owner", "slow:200:50"); err != nil {
+		t.Fatal(err)
+	}
+	a.waitFor(t, id, "the slow turn to stream", func(evs []session.Event) bool {
+		return count(evs, session.KindAgent, "assistant") >= 3
+	})
+	testenv.WaitFor(t, 5*time.Second, "the session to be running", func() bool {
+		s, _ := a.store.Get(ctx, id)
+		return s.State == session.StateRunning
+	})
+	if err := b.mgr.Interrupt(ctx, "web:far"); err != nil {
+		t.Fatalf("Stop on b: %v", err)
+	}
+	evs = a.waitFor(t, id, "the interrupted turn to end", results(2))
+	if n := count(evs, session.KindAgent, "assistant"); n >= 150 {
+		t.Fatalf("%d lines of a 200-line turn: the Stop on b did not interrupt it", n)
+	}
+	// No replica drives a finished session's turn: Stop is a no-op, at once.
+	if err := b.mgr.Interrupt(ctx, "web:far"); err != nil {
+		t.Fatalf("Stop with nothing running: %v", err)
+	}
+}

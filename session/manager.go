@@ -458,11 +458,17 @@ func (m *Manager) Decide(ctx context.Context, thread, requestID, user string, al
 	if err := m.mayManage(sess, user, "answer its permission requests"); err != nil {
 		return err
 	}
-	d := m.driverOf(sess.ID)
-	if d == nil {
-		return fmt.Errorf("%w: the session is driven by another replica or not running", ErrNoSuchRequest)
+	if d := m.driverOf(sess.ID); d != nil {
+		return d.decide(ctx, requestID, user, allow, message)
 	}
-	return d.decide(ctx, requestID, user, allow, message)
+	elsewhere, err := m.drivenElsewhere(ctx, sess.ID)
+	if err != nil {
+		return err
+	}
+	if !elsewhere {
+		return fmt.Errorf("%w: the session is not running", ErrNoSuchRequest)
+	}
+	return m.sendControl(ctx, sess.ID, control{Kind: controlDecide, RequestID: requestID, User: user, Allow: allow, Message: message})
 }
 
 // Interrupt stops the thread's running turn, if any.
@@ -474,7 +480,14 @@ func (m *Manager) Interrupt(ctx context.Context, thread string) error {
 	if d := m.driverOf(sess.ID); d != nil {
 		return d.interrupt(ctx)
 	}
-	return nil
+	if sess.State != StateRunning {
+		return nil // nothing to interrupt
+	}
+	elsewhere, err := m.drivenElsewhere(ctx, sess.ID)
+	if err != nil || !elsewhere {
+		return err
+	}
+	return m.sendControl(ctx, sess.ID, control{Kind: controlInterrupt})
 }
 
 // CancelPrompt withdraws a prompt that still waits in the thread's inbox, for the user who sent

@@ -72,6 +72,16 @@ type Store interface {
 	// the session, on any replica; call the returned function to stop watching.
 	WatchInbox(ctx context.Context, id string) (<-chan struct{}, func())
 
+	// SendControl passes a request (a Stop, a decision) to the replica that drives the
+	// session, waking it as an enqueued prompt does; TakeControls takes the waiting requests,
+	// oldest first. A request not taken within half a minute is dropped.
+	SendControl(ctx context.Context, id string, req []byte) error
+	TakeControls(ctx context.Context, id string) ([][]byte, error)
+	// AnswerControl answers the request named req; AwaitAnswer waits up to timeout for that
+	// answer (nil, nil when none came).
+	AnswerControl(ctx context.Context, req string, answer []byte) error
+	AwaitAnswer(ctx context.Context, req string, timeout time.Duration) ([]byte, error)
+
 	// Close marks the session closed, frees its thread (the next prompt there starts a new
 	// session) and has its records expire after retention.
 	Close(ctx context.Context, id string, retention time.Duration) error

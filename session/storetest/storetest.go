@@ -26,6 +26,7 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 	t.Run("ActiveIndex", func(t *testing.T) { testActive(t, newStore(t)) })
 	t.Run("Inbox", func(t *testing.T) { testInbox(t, newStore(t)) })
 	t.Run("Close", func(t *testing.T) { testClose(t, newStore(t)) })
+	t.Run("Controls", func(t *testing.T) { testControls(t, newStore(t)) })
 }
 
 func bg(t *testing.T) context.Context {
@@ -560,5 +561,41 @@ func testClose(t *testing.T, st session.Store) {
 	}
 	if all, _ := st.List(ctx); len(all) != 0 {
 		t.Fatalf("list still shows an expired session: %d", len(all))
+	}
+}
+
+func testControls(t *testing.T, st session.Store) {
+	ctx := context.Background()
+	watch, stop := st.WatchInbox(ctx, "c1")
+	defer stop()
+	for _, r := range []string{"one", "two"} {
+		if err := st.SendControl(ctx, "c1", []byte(r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-watch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a control request did not wake the session's watchers")
+	}
+	got, err := st.TakeControls(ctx, "c1")
+	if err != nil || len(got) != 2 || string(got[0]) != "one" || string(got[1]) != "two" {
+		t.Fatalf("took %q %v, want one and two in order", got, err)
+	}
+	if got, err := st.TakeControls(ctx, "c1"); err != nil || len(got) != 0 {
+		t.Fatalf("took %q %v a second time, want nothing", got, err)
+	}
+	if err := st.AnswerControl(ctx, "req1", []byte("done")); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := st.AwaitAnswer(ctx, "req1", time.Second); err != nil || string(a) != "done" {
+		t.Fatalf("answer %q %v", a, err)
+	}
+	start := time.Now()
+	if a, err := st.AwaitAnswer(ctx, "req2", 200*time.Millisecond); err != nil || a != nil {
+		t.Fatalf("an answer that never came: %q %v, want nil, nil", a, err)
+	}
+	if time.Since(start) < 150*time.Millisecond {
+		t.Fatal("AwaitAnswer did not wait")
 	}
 }
