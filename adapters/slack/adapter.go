@@ -113,9 +113,6 @@ type Adapter struct {
 	capMu sync.Mutex
 	caps  map[string]bool // capability keys known to be missing (no streaming, no status)
 
-	followMu sync.Mutex
-	followed map[string]int // sessions this replica shows now
-
 	workMu sync.Mutex
 	closed bool           // Run is returning: no new work
 	wg     sync.WaitGroup // work started by events, ended before Run returns
@@ -167,7 +164,7 @@ func newAdapter(api slackAPI, sessions Sessions, store Store, cfg Config) (*Adap
 	return &Adapter{
 		api: api, sessions: sessions, store: store, cfg: cfg,
 		log: cfg.Logger.With(attrPlatform, "slack"), metrics: newMetrics(cfg.Registry),
-		caps: map[string]bool{}, followed: map[string]int{}, base: base, stop: stop,
+		caps: map[string]bool{}, base: base, stop: stop,
 	}, nil
 }
 

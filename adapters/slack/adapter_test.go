@@ -3,14 +3,17 @@ package slack
 import (
 	"context"
 	"encoding/json"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/nightona/nightona/adapters/slack/slacktest"
 	"github.com/nightona/nightona/internal/testenv"
+	"github.com/nightona/nightona/sandbox/local"
 	"github.com/nightona/nightona/session"
 )
 
@@ -570,11 +573,25 @@ func TestSocketModeReconnects(t *testing.T) {
 	e.waitContent(channel, ts, 20*time.Second, "after the refresh", "Done in")
 }
 
-// TestButtonsPressedOnAnotherReplica: Slack hands a press to any replica; the one that does
-// not drive the session leaves it in Redis, and the one that does carries it out.
+// TestButtonsPressedOnAnotherReplica: Slack hands a press to any replica; one that does not
+// drive the session passes it, through the session manager, to the one that does.
 func TestButtonsPressedOnAnotherReplica(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	other, err := New(e.mgr, e.store, e.a.cfg) // a replica that shows no session
+	// Replica b: its own manager on the same Redis, driving nothing.
+	prov, err := local.New(local.Config{Dir: t.TempDir(), RelayBinary: testenv.RelayBinary(t), Claude: os.Args[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prov.Close()
+	mgrB, err := session.NewManager(e.store, prov, session.Config{ReplicaID: "replica-b", Admins: []string{"slack:" + admin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = mgrB.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	other, err := New(mgrB, e.store, e.a.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -598,7 +615,7 @@ func TestButtonsPressedOnAnotherReplica(t *testing.T) {
 	e.ephemeral(stranger, "or an admin can answer")
 	pressOn(other, ts, owner, actionApprove)
 	e.waitContent(channel, ts, 10*time.Second, "approved by <@"+owner+">", "perm-1 allow", "Done in")
-	if !strings.Contains(e.logs.String(), "a permission answered on another replica") {
+	if !logLine(e.logs.String(), "carried out a request from another replica", "kind=decide") {
 		t.Fatal("the answer did not go through the replica driving the session")
 	}
 
@@ -606,7 +623,21 @@ func TestButtonsPressedOnAnotherReplica(t *testing.T) {
 	e.waitContent(channel, ts, 20*time.Second, "word3")
 	pressOn(other, ts, owner, actionStop)
 	e.waitContent(channel, ts, 10*time.Second, "Stopped in")
-	if !strings.Contains(e.logs.String(), "a Stop pressed on another replica") {
+	if !logLine(e.logs.String(), "carried out a request from another replica", "kind=interrupt") {
 		t.Fatal("the Stop did not go through the replica driving the session")
 	}
+}
+
+// logLine reports whether one line of logs holds every part.
+func logLine(logs string, parts ...string) bool {
+	for _, l := range strings.Split(logs, "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(l, p)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }

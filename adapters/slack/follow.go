@@ -73,13 +73,10 @@ func (a *Adapter) Follow(ctx context.Context, sess *session.Session) {
 	if err := r.load(ctx); err != nil {
 		r.log.Warn("Redis does not answer; the thread is shown once it does", "err", err)
 	}
-	a.follows(sess.ID, 1)
-	defer a.follows(sess.ID, -1)
 	statusCtx, stopStatus := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(1)
 	go func() { defer wg.Done(); r.keepStatus(statusCtx) }()
-	go func() { defer wg.Done(); r.pollPresses(statusCtx) }()
 	err := transcript.Follow(ctx, a.sessions, sess.ID, r, transcript.FollowConfig{Every: a.cfg.UpdateEvery})
 	stopStatus()
 	wg.Wait()
@@ -89,8 +86,7 @@ func (a *Adapter) Follow(ctx context.Context, sess *session.Session) {
 }
 
 // renderer is one thread's transcript.Sink. Follow calls Show from one goroutine; the thread
-// status is also refreshed from keepStatus, and presses are looked for by pollPresses, with
-// what they share under statusMu.
+// status is also refreshed from keepStatus, with what they share under statusMu.
 type renderer struct {
 	a      *Adapter
 	th     thread

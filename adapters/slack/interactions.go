@@ -79,8 +79,8 @@ func denyMessage(action string) string {
 	return ""
 }
 
-// pressButton carries out Stop, Approve or Deny for the session's owner or an admin: here
-// when this replica drives the session, else through Redis for the replica that does.
+// pressButton carries out Stop, Approve or Deny for the session's owner or an admin. The
+// session manager takes it to the replica that drives the session, whichever this is.
 func (a *Adapter) pressButton(ctx context.Context, th, here thread, user, action, requestID string) error {
 	sess, err := a.sessions.Session(ctx, th.key())
 	if err != nil {
@@ -90,20 +90,10 @@ func (a *Adapter) pressButton(ctx context.Context, th, here thread, user, action
 	if sess.Owner != u && !a.sessions.IsAdmin(u) {
 		return session.ErrForbidden
 	}
-	local := a.following(sess.ID)
-	p := press{User: u, Team: here.Team, Channel: here.Channel, ThreadTS: here.TS}
 	if action == actionStop {
-		if local {
-			return a.sessions.Interrupt(ctx, th.key())
-		}
-		return a.leave(ctx, stopKey(sess.ID), p)
+		return a.sessions.Interrupt(ctx, th.key())
 	}
-	allow := action == actionApprove
-	if local {
-		return a.sessions.Decide(ctx, th.key(), requestID, u, allow, denyMessage(action))
-	}
-	p.Allow, p.Message, p.RequestID = allow, denyMessage(action), requestID
-	return a.leave(ctx, decideKey(sess.ID, requestID), p)
+	return a.sessions.Decide(ctx, th.key(), requestID, u, action == actionApprove, denyMessage(action))
 }
 
 // refusal says why a button did not work.
