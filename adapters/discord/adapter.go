@@ -107,7 +107,6 @@ type Adapter struct {
 	mu    sync.Mutex
 	appID string
 	botID string
-	shown map[string]int // Discord channels whose sessions this replica shows now
 
 	// Background work (interaction work finished after a deferral, dispatches) runs under
 	// base and is waited for by Run.
@@ -156,7 +155,7 @@ func New(sessions Sessions, store Store, cfg Config) (*Adapter, error) {
 	}
 	log := cfg.Logger.With("platform", platform)
 	m := newMetrics(cfg.Registerer)
-	a := &Adapter{sessions: sessions, store: store, cfg: cfg, log: log, metrics: m, appID: cfg.AppID, shown: map[string]int{}}
+	a := &Adapter{sessions: sessions, store: store, cfg: cfg, log: log, metrics: m, appID: cfg.AppID}
 	a.api = &rest{
 		base: cfg.APIURL, token: cfg.Token, client: cfg.HTTPClient, log: log, metrics: m,
 		agent:   "DiscordBot (https://github.com/nightona/nightona, " + cfg.Version + ")",

@@ -38,14 +38,8 @@ func (a *Adapter) onGatewayInteraction(ctx context.Context, raw json.RawMessage)
 		a.log.Warn("an INTERACTION_CREATE that does not decode", "err", err)
 		return
 	}
-	// Every replica's Gateway session gets it, and the first to claim it answers. Stop and
-	// Approve reach Claude only through the replica driving the session, the one showing
-	// it: the others let it claim first.
-	if !a.showing(i.ChannelID) {
-		if sleep(ctx, othersWait) != nil {
-			return
-		}
-	}
+	// Every replica's Gateway session gets it, and the first to claim it answers (the
+	// session manager takes a Stop or an answer to the replica that drives the session).
 	if first, err := a.store.Once(ctx, keyInteraction+i.ID, deliveryTTL); err == nil && !first {
 		return
 	}
@@ -57,18 +51,6 @@ func (a *Adapter) onGatewayInteraction(ctx context.Context, raw json.RawMessage)
 	if err := a.api.callback(cctx, i.ID, i.Token, resp); err != nil && apiCode(err) != 40060 { // 40060: answered already
 		a.log.Warn("could not answer an interaction", "interaction", i.ID, "err", err)
 	}
-}
-
-// othersWait is how long a replica that does not show a thread's session waits before it
-// claims an interaction from that thread: time for the one that does to claim it.
-const othersWait = 400 * time.Millisecond
-
-// showing reports whether this replica shows the session of a Discord channel now: it drives
-// the session, so Stop and permission answers reach Claude from here.
-func (a *Adapter) showing(channelID string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.shown[channelID] > 0
 }
 
 // reply is what an interaction's work shows.
@@ -276,9 +258,6 @@ func (a *Adapter) component(ctx context.Context, ix *incoming) *discordgo.Intera
 		if !a.mayManage(sess, u) {
 			return a.refusal(sess, "stop this turn")
 		}
-		if !a.showing(i.ChannelID) {
-			return a.leave(ctx, ix, thread, sess.ID, &press{Stop: true})
-		}
 		return a.answer(ix, true, func(ctx context.Context) reply {
 			if err := a.sessions.Interrupt(ctx, thread); err != nil {
 				return reply{content: userMessage(a.log, err), ephemeral: true}
@@ -291,13 +270,6 @@ func (a *Adapter) component(ctx context.Context, ix *incoming) *discordgo.Intera
 		req := strings.TrimPrefix(strings.TrimPrefix(id, idAllow), idDeny)
 		if !a.mayManage(sess, u) {
 			return a.refusal(sess, "answer Claude's requests in this thread")
-		}
-		if !a.showing(i.ChannelID) {
-			p := &press{RequestID: req, Allow: allow}
-			if r := decided(i.Message, u, allow); !r.silent {
-				p.Decided, _ = json.Marshal(r.message())
-			}
-			return a.leave(ctx, ix, thread, sess.ID, p)
 		}
 		return a.answer(ix, true, func(ctx context.Context) reply {
 			if err := a.sessions.Decide(ctx, thread, req, u, allow, ""); err != nil {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nightona/nightona/session"
@@ -42,16 +43,6 @@ func (a *Adapter) Follow(ctx context.Context, sess *session.Session) {
 		return
 	}
 	log := a.log.With("session_id", sess.ID, "thread", sess.Thread)
-	a.mu.Lock()
-	a.shown[p.ChannelID]++
-	a.mu.Unlock()
-	defer func() {
-		a.mu.Lock()
-		if a.shown[p.ChannelID]--; a.shown[p.ChannelID] <= 0 {
-			delete(a.shown, p.ChannelID)
-		}
-		a.mu.Unlock()
-	}()
 	s := &threadSink{a: a, sess: sess, channelID: p.ChannelID, log: log}
 	if a.cfg.CompanionLink != nil {
 		s.view.Companion = a.cfg.CompanionLink(sess.ID)
@@ -80,12 +71,12 @@ func (a *Adapter) Follow(ctx context.Context, sess *session.Session) {
 	if ctx.Err() != nil {
 		return
 	}
-	watching := make(chan struct{})
+	typing := make(chan struct{})
 	go func() {
-		defer close(watching)
-		a.watchPresses(ctx, sess.Thread, sess.ID, &s.presses)
+		defer close(typing)
+		a.keepTyping(ctx, sess.Thread, &s.running)
 	}()
-	defer func() { <-watching }()
+	defer func() { <-typing }()
 	err = transcript.Follow(ctx, a.sessions, sess.ID, s, transcript.FollowConfig{Every: a.cfg.UpdateEvery, Transcript: t})
 	if err != nil && !errors.Is(err, session.ErrNotFound) {
 		log.Warn("stopped following the session", "err", err)
@@ -100,9 +91,8 @@ type threadSink struct {
 	view      view
 	log       *slog.Logger
 	st        renderState
-	presses   presses // what presses left by other replicas to look for
-	failures  int
-	gone      bool // the thread is gone or closed to the bot: nothing more can be shown
+	running   atomic.Bool // a turn runs: the typing indicator is kept on
+	gone      bool        // the thread is gone or closed to the bot: nothing more can be shown
 }
 
 var _ transcript.Sink = (*threadSink)(nil)
@@ -165,7 +155,6 @@ func (s *threadSink) Show(ctx context.Context, t *transcript.Transcript, turnEnd
 	}
 	err := s.show(ctx, t)
 	if err == nil {
-		s.failures = 0
 		return nil
 	}
 	if ctx.Err() != nil {
@@ -177,21 +166,13 @@ func (s *threadSink) Show(ctx context.Context, t *transcript.Transcript, turnEnd
 		s.gone = true
 		return nil
 	}
-	// Follow calls again with the next change, or at once if nothing changes: pause first.
-	s.failures++
-	wait := backoff(min(s.failures, 4))
-	s.log.Warn("could not update the thread; trying again", "err", err, "in", wait.Round(time.Millisecond))
-	_ = sleep(ctx, wait)
+	// transcript.Follow tries again after a pause that doubles.
+	s.log.Warn("could not update the thread; trying again", "err", err)
 	return err
 }
 
 func (s *threadSink) show(ctx context.Context, t *transcript.Transcript) error {
-	s.presses.running.Store(t.Running())
-	var pending []string
-	for _, p := range t.Pending() {
-		pending = append(pending, p.RequestID)
-	}
-	s.presses.pending.Store(pending)
+	s.running.Store(t.Running())
 	turns := render(t, s.view)
 	dirty := false
 	defer func() {

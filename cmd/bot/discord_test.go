@@ -274,8 +274,8 @@ func TestDiscordStopAndApprove(t *testing.T) {
 		return m.Button("nightona:stop") != nil && strings.Contains(m.Content, "word3")
 	})
 	status, out, took := d.interact(d.fake.NewClick(d.other.ID, running, "nightona:stop"), d.key)
-	if r := decodeAnswer(out); status != http.StatusOK || r.Type != 4 || r.Data.Flags != 64 || !strings.Contains(r.Data.Content, "Only <@"+d.owner.ID+">") {
-		t.Fatalf("another member's Stop: %d %s", status, out)
+	if r := decodeAnswer(out); status != http.StatusOK || r.Type != 4 || r.Data.Flags != 64 || !strings.Contains(r.Data.Content, "Only <@"+d.owner.ID+">") || took > 3*time.Second {
+		t.Fatalf("another member's Stop: %d %s in %v", status, out, took)
 	}
 	status, out, took = d.interact(d.fake.NewClick(d.owner.ID, running, "nightona:stop"), d.key)
 	if status != http.StatusOK || string(bytes.TrimSpace(out)) != `{"type":6}` || took > 3*time.Second {
