@@ -80,6 +80,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// CompanionLink returns the companion page of a session (nil: no companion button).
 	CompanionLink func(sessionID string) string
+	// DashboardLink returns a one-time login to the admin dashboard for an admin (nil: no
+	// /nightona dashboard).
+	DashboardLink func(user string) string
 	// UpdateEvery is the least time between two edits of a streaming answer. Default 1 s.
 	UpdateEvery time.Duration
 	// GlobalRate is the requests a second all replicas together make, under Discord's

@@ -478,6 +478,12 @@ func TestCommands(t *testing.T) {
 	if r := cmd(e.admin, th.ID, "list", nil); !strings.Contains(r.Data.Content, "<#"+th.ID+">") {
 		t.Fatalf("an admin's list: %q", r.Data.Content)
 	}
+	if r := cmd(e.other, th.ID, "dashboard", nil); !r.Ephemeral() || !strings.Contains(r.Data.Content, "Only admins") {
+		t.Fatalf("a member's dashboard: %q", r.Data.Content)
+	}
+	if r := cmd(e.admin, th.ID, "dashboard", nil); !r.Ephemeral() || !strings.Contains(r.Data.Content, "(https://nightona.example/admin/login?user=discord:"+e.admin.ID+")") {
+		t.Fatalf("an admin's dashboard: %q", r.Data.Content)
+	}
 	if r := cmd(e.owner, th.ID, "usage", nil); !strings.Contains(r.Data.Content, "1 turns") {
 		t.Fatalf("usage: %q", r.Data.Content)
 	}

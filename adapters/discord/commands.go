@@ -49,6 +49,7 @@ func command() *discordgo.ApplicationCommand {
 					&discordgo.ApplicationCommandOptionChoice{Name: "this channel", Value: "channel"},
 					&discordgo.ApplicationCommandOptionChoice{Name: "everyone (admins)", Value: "all"}),
 				str("day", "A day as YYYY-MM-DD, in UTC (default: today)")),
+			sub("dashboard", "A link, for you alone, to the admin dashboard (admins)"),
 			sub("config", "This channel's settings for new sessions (admins change them)",
 				str("permission_mode", "Claude Code's permission mode for new sessions", modes...),
 				str("model", "Claude's model for new sessions: sonnet, opus, a full name, or default")),
@@ -121,6 +122,14 @@ func (a *Adapter) command(ctx context.Context, ix *incoming) *discordgo.Interact
 		return a.usage(ctx, i, raw, u, opt("scope"), opt("day"))
 	case "config":
 		return a.config(ctx, i, raw, u, opt("permission_mode"), opt("model"))
+	case "dashboard":
+		if !a.sessions.IsAdmin(u) {
+			return tell("Only admins can open the dashboard. Ask one of them (`NIGHTONA_ADMINS`) to add you.")
+		}
+		if a.cfg.DashboardLink == nil {
+			return tell("The dashboard is not available on this bot.")
+		}
+		return tell("[Open the admin dashboard](" + a.cfg.DashboardLink(u) + ") (the link works once, within 15 minutes; only you see it).")
 	}
 	return tell("I don't know `/nightona " + sub.Name + "`. Try `/nightona help`.")
 }
@@ -130,7 +139,7 @@ const helpText = `**Nightona runs Claude Code for this server.**
 • Reply in the thread to continue the same conversation in the same sandbox. DMs work too.
 • **Stop** ends the running turn; **Approve** / **Deny** answer Claude's requests (the person who started the session, or an admin). **Open preview** shows the app once it runs; **Companion** shows the session live.
 ` + "`/nightona status`" + ` this thread's session · ` + "`/nightona stop`" + ` stop its sandbox · ` + "`/nightona destroy`" + ` delete it
-` + "`/nightona usage`" + ` turns and cost · ` + "`/nightona config`" + ` this channel's permission mode and model · ` + "`/nightona list`" + ` every session (admins)`
+` + "`/nightona usage`" + ` turns and cost · ` + "`/nightona config`" + ` this channel's permission mode and model · ` + "`/nightona list`" + ` every session and ` + "`/nightona dashboard`" + ` the admin dashboard (admins)`
 
 // channelHere is the channel part of thread keys for where an interaction came from: the
 // thread's parent channel, the channel itself, or the DM.

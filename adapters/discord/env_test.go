@@ -95,6 +95,9 @@ func newEnv(t *testing.T, c envConfig) *env {
 	if ac.CompanionLink == nil {
 		ac.CompanionLink = func(id string) string { return "https://nightona.example/s/" + id }
 	}
+	if ac.DashboardLink == nil {
+		ac.DashboardLink = func(user string) string { return "https://nightona.example/admin/login?user=" + user }
+	}
 	e.adapter, err = discord.New(e.mgr, e.store, ac)
 	if err != nil {
 		t.Fatal(err)

@@ -63,9 +63,11 @@ type Store interface {
 	Fetch(ctx context.Context, key string) ([]byte, error)
 }
 
-// Linker makes the companion links threads carry (*web.Links).
+// Linker makes the companion's links (*web.Links): a session's page, for threads, and a
+// one-time dashboard login, for an admin.
 type Linker interface {
 	Session(id string) string
+	DashboardLogin(user string) string
 }
 
 // Config configures an Adapter. Zero fields take their defaults.

@@ -19,7 +19,7 @@ import (
 	"github.com/nightona/nightona/transcript"
 )
 
-// /nightona: help, status, list, stop, destroy, usage and config. Replies are shown only to
+// /nightona: help, status, list, stop, destroy, usage, config and dashboard. Replies are shown only to
 // the person who typed the command; what takes longer than Slack's 3 seconds (stopping or
 // destroying a sandbox) is answered at once and reported through the response URL when done.
 
@@ -38,7 +38,8 @@ const helpText = "*Nightona* runs Claude Code for this channel. Mention me with 
 	"`/nightona stop [session]` stop a session's sandbox; the next message wakes it (its owner or an admin)\n" +
 	"`/nightona destroy <session>` delete a session, its sandbox and its history (its owner or an admin)\n" +
 	"`/nightona usage [me|channel|@user|all]` what Claude cost today (others' and everyone's: admins)\n" +
-	"`/nightona config` this channel's settings; `config mode <mode>`, `config model <model>`, `config reset` change them (admins)"
+	"`/nightona config` this channel's settings; `config mode <mode>`, `config model <model>`, `config reset` change them (admins)\n" +
+	"`/nightona dashboard` a link, for you alone, to the admin dashboard (admins)"
 
 // SlackCommand answers a slash command Slack posted over HTTP (its form fields) within
 // Slack's 3 seconds. It returns the JSON body of the HTTP answer.
@@ -123,6 +124,14 @@ func (a *Adapter) runCommand(ctx context.Context, cmd command) string {
 		return a.usage(ctx, cmd, args, admin)
 	case "config":
 		return a.config(ctx, cmd, args, admin)
+	case "dashboard":
+		if !admin {
+			return "Only admins can open the dashboard. Ask one of them (`NIGHTONA_ADMINS`) to add you."
+		}
+		if a.cfg.Links == nil {
+			return "The dashboard is not available on this bot."
+		}
+		return fmt.Sprintf("<%s|Open the admin dashboard> (the link works once, within 15 minutes; it is shown to you alone).", a.cfg.Links.DashboardLogin(user))
 	}
 	return fmt.Sprintf("I don't know `/nightona %s`.\n\n%s", escape(strings.Join(append([]string{sub}, args...), " ")), helpText)
 }

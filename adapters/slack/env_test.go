@@ -137,6 +137,10 @@ func newEnv(t *testing.T, o envOptions) *env {
 
 type testLinks struct{}
 
+func (testLinks) DashboardLogin(user string) string {
+	return "https://nightona.example/admin/login?user=" + user + "&sig=x"
+}
+
 func (testLinks) Session(id string) string {
 	return "https://nightona.example/s/" + id + "?exp=1&sig=x"
 }

@@ -67,7 +67,7 @@ func newDiscord(cfg *config, d chatDeps) (chat, error) {
 	log := d.Log.With("component", "discord")
 	a, err := discord.New(d.Manager, d.Store, discord.Config{
 		Token: token, AppID: appID, APIURL: apiURL, Logger: log, Registerer: d.Registry,
-		CompanionLink: d.Links.Session, Version: version,
+		CompanionLink: d.Links.Session, DashboardLink: d.Links.DashboardLogin, Version: version,
 	})
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -301,6 +302,20 @@ func TestSlackHTTPEndToEnd(t *testing.T) {
 	if status != http.StatusOK || took > 3*time.Second || !strings.Contains(string(out), "You: 1 turn") {
 		t.Fatalf("/nightona usage: %d in %v: %s", status, took, out)
 	}
+	// An admin's /nightona dashboard: a private link that logs them into the dashboard from
+	// another machine, once.
+	form = s.fake.SlashCommand(slackChannel, slackAdmin, "dashboard")
+	status, out, _ = s.signedPost("/slack/commands", "application/x-www-form-urlencoded", []byte(form.Encode()), nil)
+	var reply struct {
+		ResponseType string `json:"response_type"`
+		Text         string `json:"text"`
+	}
+	_ = json.Unmarshal(out, &reply)
+	m := regexp.MustCompile(`<(http://[^|>]+/admin/login\?[^|>]+)\|`).FindStringSubmatch(reply.Text)
+	if status != http.StatusOK || m == nil || reply.ResponseType != "ephemeral" {
+		t.Fatalf("/nightona dashboard: %d %s", status, out)
+	}
+	dashboardLoginOnce(t, m[1])
 	// A stranger's Stop over HTTP interactivity: acknowledged at once, refused privately.
 	payload := s.fake.BlockAction(slackStranger, s.withButton(ts, "nightona_transcript"), "nightona_stop")
 	var p map[string]any
@@ -463,4 +478,52 @@ func TestSlackTokensRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dashboardLoginOnce opens a one-time dashboard login link as a browser on another machine
+// would (a Host that is not this machine's): it lets the admin in, and only once.
+func dashboardLoginOnce(t *testing.T, link string) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	remote := &http.Client{Jar: jar, Transport: hostRewriter{"nightona.test"}}
+	get := func(u string) (int, string) {
+		t.Helper()
+		resp, err := remote.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	base := link[:strings.Index(link, "/admin/login")]
+	if status, _ := get(base + "/admin/api/overview"); status != http.StatusUnauthorized {
+		t.Fatalf("the dashboard's API from elsewhere without a login: %d, want 401", status)
+	}
+	if status, body := get(link); status != http.StatusOK || !strings.Contains(body, "<html") {
+		t.Fatalf("the login link: %d", status)
+	}
+	if status, body := get(base + "/admin/api/overview"); status != http.StatusOK || !strings.Contains(body, "sessions") {
+		t.Fatalf("the dashboard's API after logging in: %d %s", status, body)
+	}
+	jar2, _ := cookiejar.New(nil)
+	again := &http.Client{Jar: jar2, Transport: hostRewriter{"nightona.test"}}
+	resp, err := again.Get(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGone {
+		t.Fatalf("the login link a second time: %d, want 410", resp.StatusCode)
+	}
+}
+
+// hostRewriter sends requests with another Host header, as a browser that reached the bot by
+// a public name does.
+type hostRewriter struct{ host string }
+
+func (h hostRewriter) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Host = h.host
+	return http.DefaultTransport.RoundTrip(r)
 }
