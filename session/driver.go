@@ -472,30 +472,25 @@ func (d *driver) interrupt(ctx context.Context) error {
 }
 
 func (d *driver) setMode(ctx context.Context, mode string) error {
-	d.mu.Lock()
-	c := d.client
-	d.mu.Unlock()
-	if c == nil {
-		return nil // the next start uses the session's mode
-	}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if err := c.SetPermissionMode(ctx, mode); err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	return nil
+	return d.changeSetting(ctx, func(ctx context.Context, c *relay.Client) error { return c.SetPermissionMode(ctx, mode) })
 }
 
 func (d *driver) setModel(ctx context.Context, model string) error {
+	return d.changeSetting(ctx, func(ctx context.Context, c *relay.Client) error { return c.SetModel(ctx, model) })
+}
+
+// changeSetting changes a setting of the running agent through the relay. Without a
+// connected relay it does nothing: the next start takes the session's settings.
+func (d *driver) changeSetting(ctx context.Context, set func(context.Context, *relay.Client) error) error {
 	d.mu.Lock()
 	c := d.client
 	d.mu.Unlock()
 	if c == nil {
-		return nil // the next start uses the session's model
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if err := c.SetModel(ctx, model); err != nil {
+	if err := set(ctx, c); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return nil

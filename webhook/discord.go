@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -150,12 +149,8 @@ func (d *Discord) verify(sigHex, ts string, body []byte) error {
 	if sigHex == "" || ts == "" {
 		return errors.New("no signature")
 	}
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return errors.New("bad timestamp")
-	}
-	if off := d.cfg.Now().Sub(time.Unix(sec, 0)); off > d.cfg.Tolerance || off < -d.cfg.Tolerance {
-		return fmt.Errorf("stale timestamp (%s off)", off.Round(time.Second))
+	if err := checkTimestamp(ts, d.cfg.Now(), d.cfg.Tolerance); err != nil {
+		return err
 	}
 	sig, err := hex.DecodeString(sigHex)
 	if err != nil || len(sig) != ed25519.SignatureSize {

@@ -7,12 +7,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -184,12 +182,8 @@ func (s *Slack) verify(h http.Header, body []byte) error {
 	if tsHeader == "" || sig == "" {
 		return errors.New("no signature")
 	}
-	ts, err := strconv.ParseInt(tsHeader, 10, 64)
-	if err != nil {
-		return errors.New("bad timestamp")
-	}
-	if d := s.cfg.Now().Sub(time.Unix(ts, 0)); d > s.cfg.Tolerance || d < -s.cfg.Tolerance {
-		return fmt.Errorf("stale timestamp (%s off)", d.Round(time.Second))
+	if err := checkTimestamp(tsHeader, s.cfg.Now(), s.cfg.Tolerance); err != nil {
+		return err
 	}
 	got, err := hex.DecodeString(strings.TrimPrefix(sig, "v0="))
 	if err != nil || !strings.HasPrefix(sig, "v0=") {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,7 +39,7 @@ func TestMentionOpensThread(t *testing.T) {
 	for _, o := range cmd.Options {
 		subs = append(subs, o.Name)
 	}
-	if cmd.Name != "nightona" || strings.Join(subs, ",") != "help,status,list,stop,destroy,usage,config" {
+	if cmd.Name != "nightona" || strings.Join(subs, ",") != "help,status,list,stop,destroy,usage,dashboard,config" {
 		t.Fatalf("registered /%s with %v", cmd.Name, subs)
 	}
 
@@ -370,7 +369,7 @@ func TestPromptRefused(t *testing.T) {
 // TestTwoReplicas: with two replicas on the Gateway, each gets every event; one handles it.
 func TestTwoReplicas(t *testing.T) {
 	e := newEnv(t, envConfig{})
-	var secondLog syncBuffer
+	var secondLog testenv.Buffer
 	second, err := discord.New(e.mgr, e.store, discord.Config{Token: e.fake.Token(), AppID: e.fake.AppID(), HTTPClient: e.fake.Client(),
 		Logger: slog.New(slog.NewTextHandler(&secondLog, nil))})
 	if err != nil {
@@ -402,23 +401,6 @@ func TestTwoReplicas(t *testing.T) {
 	if strings.Contains(secondLog.String(), "turn stopped") {
 		t.Fatalf("the replica that does not drive the session took the Stop:\n%s", secondLog.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestThreadDeleted: deleting a thread closes its session.
@@ -570,7 +552,7 @@ func TestQueuedPrompt(t *testing.T) {
 // where the load balancer picks) is carried out, through the session manager, by the one that
 // does.
 func TestPressHandover(t *testing.T) {
-	var driverLog syncBuffer
+	var driverLog testenv.Buffer
 	e := newEnv(t, envConfig{session: session.Config{Logger: slog.New(slog.NewTextHandler(&driverLog, nil))}})
 	// Replica b: its own session manager on the same Redis, driving nothing.
 	prov, err := local.New(local.Config{Dir: t.TempDir(), RelayBinary: testenv.RelayBinary(t), Claude: os.Args[0]})
@@ -628,11 +610,7 @@ func TestPressHandover(t *testing.T) {
 	viaSecond(e.fake.NewClick(e.owner.ID, running, "nightona:stop"))
 	e.waitMessage(th.ID, "the stop carried out", hasEmbed("⏹️ Stopped"))
 	for _, kind := range []string{"kind=decide", "kind=interrupt"} {
-		found := false
-		for _, l := range strings.Split(driverLog.String(), "\n") {
-			found = found || strings.Contains(l, "carried out a request from another replica") && strings.Contains(l, kind)
-		}
-		if !found {
+		if !driverLog.HasLine("carried out a request from another replica", kind) {
 			t.Fatalf("the driving replica did not carry out the %s from replica b:\n%s", kind, driverLog.String())
 		}
 	}

@@ -40,7 +40,7 @@ type env struct {
 	mgr   *session.Manager
 	a     *Adapter
 	stop  func()
-	logs  *syncLog
+	logs  *testenv.Buffer
 }
 
 type envOptions struct {
@@ -49,23 +49,6 @@ type envOptions struct {
 	session func(*session.Config)
 	// noFollow leaves the adapter out of the manager's followers: the test calls Follow.
 	noFollow bool
-}
-
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -81,7 +64,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncLog{}
+	logs := &testenv.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	scfg := session.Config{Logger: log, Admins: []string{"slack:" + admin}, RelayReconnect: time.Second, StopSandboxesOnShutdown: true}
 	if o.session != nil {

@@ -33,7 +33,7 @@ func startProcess(t *testing.T, env map[string]string, replica string) *process 
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Env = append(cmd.Env, "NIGHTONA_REPLICA_ID="+replica, "HOME="+os.Getenv("HOME"))
-	stderr := &syncBuffer{}
+	stderr := &testenv.Buffer{}
 	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

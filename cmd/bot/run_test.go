@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,25 +33,8 @@ type bot struct {
 	dataDir string
 	cancel  context.CancelFunc
 	done    chan error
-	stdout  *syncBuffer
-	stderr  *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	stdout  *testenv.Buffer
+	stderr  *testenv.Buffer
 }
 
 func baseEnv(t *testing.T) map[string]string {
@@ -75,7 +57,7 @@ var consoleLine = regexp.MustCompile(`Web console: (http://localhost:\d+)/`)
 func startBot(t *testing.T, env map[string]string) *bot {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &bot{t: t, dataDir: env["NIGHTONA_DATA_DIR"], cancel: cancel, done: make(chan error, 1), stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	b := &bot{t: t, dataDir: env["NIGHTONA_DATA_DIR"], cancel: cancel, done: make(chan error, 1), stdout: &testenv.Buffer{}, stderr: &testenv.Buffer{}}
 	go func() {
 		b.done <- run(ctx, nil, func(k string) string { return env[k] }, b.stdout, b.stderr)
 	}()

@@ -471,7 +471,7 @@ func TestSlackTokensRefused(t *testing.T) {
 			env["SLACK_BOT_TOKEN"], env["SLACK_APP_TOKEN"], env["SLACK_API_URL"] = c.bot, c.app, fake.APIURL
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			var stdout, stderr syncBuffer
+			var stdout, stderr testenv.Buffer
 			err := run(ctx, nil, func(k string) string { return env[k] }, &stdout, &stderr)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("run: %v, want %q", err, c.want)

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -48,27 +47,9 @@ func TestMain(m *testing.M) {
 	testenv.Main(m)
 }
 
-// logs collects a provider's log, to check that no secret gets into it.
-type logs struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func newProvider(t *testing.T, srv *daytonatest.Server, edit func(*daytona.Config)) (*daytona.Provider, *logs) {
+func newProvider(t *testing.T, srv *daytonatest.Server, edit func(*daytona.Config)) (*daytona.Provider, *testenv.Buffer) {
 	t.Helper()
-	l := &logs{}
+	l := &testenv.Buffer{}
 	cfg := daytona.Config{
 		APIURL: srv.APIURL, APIKey: srv.APIKey,
 		RelayBinary:  testenv.RelayBinary(t),
