@@ -9,6 +9,8 @@ STATICCHECK    ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 VERSION        ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 TEST_FLAGS     ?= -race -count=1 -timeout 20m
 BENCH_FLAGS    ?= -run '^$$' -bench . -benchmem
+# Browser tests keep their screenshots here, one folder per test.
+export NIGHTONA_TEST_ARTIFACTS ?= $(abspath $(DATA_DIR))/test-artifacts
 
 .PHONY: all build run test bench lint tools test-deps clean
 

@@ -319,7 +319,7 @@ func TestCommands(t *testing.T) {
 	expect(stranger, "list", "Only admins")
 	expect(admin, "list", "1 active session", sess.ID)
 	expect(stranger, "dashboard", "Only admins can open the dashboard")
-	expect(admin, "dashboard", "<https://nightona.example/admin/login?user=slack:"+admin+"&sig=x|Open the admin dashboard>")
+	expect(admin, "dashboard", "<https://nightona.example/admin/login?user=slack:"+admin+"&amp;sig=x|Open the admin dashboard>")
 
 	expect(owner, "usage", "You: 1 turn", "This channel: 1 turn")
 	expect(stranger, "usage <@"+owner+">", "Only admins")

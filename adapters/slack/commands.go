@@ -131,7 +131,7 @@ func (a *Adapter) runCommand(ctx context.Context, cmd command) string {
 		if a.cfg.Links == nil {
 			return "The dashboard is not available on this bot."
 		}
-		return fmt.Sprintf("<%s|Open the admin dashboard> (the link works once, within 15 minutes; it is shown to you alone).", a.cfg.Links.DashboardLogin(user))
+		return mrkdwnLink(a.cfg.Links.DashboardLogin(user), "Open the admin dashboard") + " (the link works once, within 15 minutes; it is shown to you alone)."
 	}
 	return fmt.Sprintf("I don't know `/nightona %s`.\n\n%s", escape(strings.Join(append([]string{sub}, args...), " ")), helpText)
 }

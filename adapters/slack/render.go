@@ -154,7 +154,7 @@ func toolUnits(t *transcript.Tool, v view) []unit {
 		out := transcript.Trim(t.Output, maxOutputLines, maxOutputBytes)
 		detail = "```\n" + escape(out) + "\n```"
 		if out != strings.TrimRight(t.Output, "\n") && v.Link != "" {
-			detail += "\n<" + v.Link + "|Full output on the companion page>"
+			detail += "\n" + mrkdwnLink(v.Link, "Full output on the companion page")
 		}
 	case t.State == transcript.ToolFailed && strings.TrimSpace(t.Output) != "":
 		detail = "```\n" + escape(transcript.Trim(t.Output, 4, 600)) + "\n```"
@@ -386,7 +386,13 @@ func companion(link, label string) string {
 	if link == "" {
 		return label
 	}
-	return "<" + link + "|" + label + ">"
+	return mrkdwnLink(link, label)
+}
+
+// mrkdwnLink writes a link in mrkdwn. Slack reads &, < and > as entities inside
+// a link as everywhere else, so a URL with a query string is escaped too.
+func mrkdwnLink(url, label string) string {
+	return "<" + escape(url) + "|" + escape(label) + ">"
 }
 
 // oneLine keeps s's first line, at most max runes, with an ellipsis when it cut.

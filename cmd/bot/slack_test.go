@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -311,11 +310,11 @@ func TestSlackHTTPEndToEnd(t *testing.T) {
 		Text         string `json:"text"`
 	}
 	_ = json.Unmarshal(out, &reply)
-	m := regexp.MustCompile(`<(http://[^|>]+/admin/login\?[^|>]+)\|`).FindStringSubmatch(reply.Text)
-	if status != http.StatusOK || m == nil || reply.ResponseType != "ephemeral" {
+	login := slacktest.Links(reply.Text)["Open the admin dashboard"]
+	if status != http.StatusOK || !strings.Contains(login, "/admin/login?") || reply.ResponseType != "ephemeral" {
 		t.Fatalf("/nightona dashboard: %d %s", status, out)
 	}
-	dashboardLoginOnce(t, m[1])
+	dashboardLoginOnce(t, login)
 	// A stranger's Stop over HTTP interactivity: acknowledged at once, refused privately.
 	payload := s.fake.BlockAction(slackStranger, s.withButton(ts, "nightona_transcript"), "nightona_stop")
 	var p map[string]any

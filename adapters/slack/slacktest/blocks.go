@@ -2,6 +2,7 @@ package slacktest
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 )
@@ -155,3 +156,20 @@ func blockText(b *strings.Builder, raw json.RawMessage) {
 		}
 	}
 }
+
+// mrkdwnLink is a link in mrkdwn, <url|label>, as Slack's clients find it in a message.
+var mrkdwnLink = regexp.MustCompile(`<([^|<>]+)\|([^<>]*)>`)
+
+// Links returns the links in a mrkdwn text as a client shows them: by label, with the
+// URL's &amp;, &lt; and &gt; read back as the characters they stand for.
+func Links(mrkdwn string) map[string]string {
+	out := map[string]string{}
+	for _, m := range mrkdwnLink.FindAllStringSubmatch(mrkdwn, -1) {
+		out[unescape(m[2])] = unescape(m[1])
+	}
+	return out
+}
+
+var unescaper = strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&")
+
+func unescape(s string) string { return unescaper.Replace(s) }
