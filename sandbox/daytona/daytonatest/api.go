@@ -314,7 +314,7 @@ func (s *Server) createSandbox(r *http.Request) (int, any, *httpErr) {
 		return 0, nil, &httpErr{http.StatusInternalServerError, err.Error()}
 	}
 	s.sandboxes[sb.id] = sb
-	s.moveLocked(sb, stateCreating, stateStarted, s.cfg.CreateDelay, nil, 0, settle(sb, stateStarted))
+	s.moveLocked(sb, stateCreating, stateStarted, s.cfg.CreateDelay, remains{}, 0, settle(sb, stateStarted))
 	s.log.Info("sandbox created", "id", sb.id, "snapshot", sb.snapshot, "home", sb.home)
 	return http.StatusOK, s.dtoLocked(sb), nil
 }

@@ -24,6 +24,8 @@ func signalPgid(pgid int, sig os.Signal) {
 	}
 }
 
+func signalPID(pid int, sig os.Signal) { signalPgid(pid, sig) }
+
 func groupAlive(int) bool { return false }
 
 func mkfifo(string) error { return errors.New("named pipes are not supported on this platform") }

@@ -31,6 +31,13 @@ func signalPgid(pgid int, sig os.Signal) {
 	}
 }
 
+// signalPID signals one process.
+func signalPID(pid int, sig os.Signal) {
+	if s, ok := sig.(syscall.Signal); ok {
+		_ = syscall.Kill(pid, s)
+	}
+}
+
 // groupAlive reports whether the process group has a member left that is not a zombie:
 // orphans whose reaper is slow must not make a killed group look alive.
 func groupAlive(pgid int) bool {

@@ -54,6 +54,40 @@ func groupPIDs(pgids map[int]bool) ([]string, bool) {
 	return pids, true
 }
 
+// markedPIDs lists the live processes whose environment holds one of the markers
+// ("NAME=value" entries).
+func markedPIDs(markers map[string]bool) []int {
+	if len(markers) == 0 {
+		return nil
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		if state, _, ok := procStat(e.Name()); !ok || state == 'Z' || state == 'X' {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil {
+			continue
+		}
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if markers[kv] {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
 // liveMembers counts the group's processes that are not zombies; ok is false without /proc.
 func liveMembers(pgid int) (int, bool) {
 	pids, ok := groupPIDs(map[int]bool{pgid: true})

@@ -68,6 +68,69 @@ func killGroups(groups []*procGroup, grace time.Duration) {
 	waitGone(groups, 2*time.Second)
 }
 
+// remains is what a sandbox leaving "started" leaves to kill: its process groups, and its id,
+// which every process it ran inherits in DAYTONA_SANDBOX_ID. The id finds the processes that
+// left their group (a dev server that a relay runs in a group of its own, say): a container
+// stop ends those too.
+type remains struct {
+	groups []*procGroup
+	marker string // "DAYTONA_SANDBOX_ID=<id>"; "" for nothing to find
+}
+
+// killRemains ends what sandboxes leave the way a container stop does: SIGTERM to each group
+// and each process that carries a sandbox's marker, then SIGKILL to those still alive after
+// grace (at once when grace is 0). It returns once they are gone, or after a bound.
+func killRemains(rs []remains, grace time.Duration) {
+	var groups []*procGroup
+	markers := map[string]bool{}
+	for _, r := range rs {
+		groups = append(groups, r.groups...)
+		if r.marker != "" {
+			markers[r.marker] = true
+		}
+	}
+	if len(groups) == 0 && len(markers) == 0 {
+		return
+	}
+	signal := func(sig os.Signal) {
+		for _, g := range groups {
+			signalGroup(g, sig)
+		}
+		for _, pid := range markedPIDs(markers) {
+			signalPID(pid, sig)
+		}
+	}
+	gone := func(d time.Duration) bool {
+		deadline := time.Now().Add(d)
+		return waitGone(groups, d) && waitUnmarked(markers, time.Until(deadline))
+	}
+	if grace <= 0 {
+		signal(sigKill)
+	} else {
+		signal(sigTerm)
+		if !gone(grace) {
+			signal(sigKill)
+		}
+	}
+	gone(2 * time.Second)
+}
+
+// waitUnmarked polls until no process carries one of the markers, and reports whether that
+// happened within d.
+func waitUnmarked(markers map[string]bool, d time.Duration) bool {
+	if len(markers) == 0 {
+		return true
+	}
+	deadline := time.Now().Add(d)
+	for len(markedPIDs(markers)) > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
 // signalGroup signals every process of the group, unless the group is already gone (its
 // id could have been reused by an unrelated process by now).
 func signalGroup(g *procGroup, sig os.Signal) {

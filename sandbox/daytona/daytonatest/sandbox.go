@@ -176,14 +176,14 @@ func (sb *sandbox) detach() ([]*procGroup, []*shellSession) {
 	return procs, sessions
 }
 
-// takeProcs detaches everything and returns the process groups; the sessions' readers are
+// takeProcs detaches everything and returns what is left to kill; the sessions' readers are
 // released once their shells die.
-func (sb *sandbox) takeProcs() []*procGroup {
+func (sb *sandbox) takeProcs() remains {
 	procs, sessions := sb.detach()
 	for _, ss := range sessions {
 		ss.abandon()
 	}
-	return procs
+	return remains{groups: procs, marker: "DAYTONA_SANDBOX_ID=" + sb.id}
 }
 
 // sandboxDTO is the spec's Sandbox schema.
@@ -319,7 +319,7 @@ func (s *Server) makeFolders(sb *sandbox) error {
 // moveLocked puts the sandbox in a transitional state now and in final after d, unless
 // another transition begins meanwhile. Processes, if any, are killed first: the final state
 // is reached only once they are gone.
-func (s *Server) moveLocked(sb *sandbox, via, desired string, d time.Duration, procs []*procGroup, grace time.Duration, final func()) {
+func (s *Server) moveLocked(sb *sandbox, via, desired string, d time.Duration, procs remains, grace time.Duration, final func()) {
 	sb.gen++
 	gen := sb.gen
 	sb.state, sb.desired = via, desired
@@ -381,10 +381,10 @@ func (s *Server) destroyLocked(sb *sandbox) {
 func (s *Server) startLocked(sb *sandbox) {
 	sb.authToken = randomToken(32)
 	if sb.state == stateArchived {
-		s.moveLocked(sb, stateRestoring, stateStarted, s.cfg.ArchiveDelay+s.cfg.StartDelay, nil, 0, settle(sb, stateStarted))
+		s.moveLocked(sb, stateRestoring, stateStarted, s.cfg.ArchiveDelay+s.cfg.StartDelay, remains{}, 0, settle(sb, stateStarted))
 		return
 	}
-	s.moveLocked(sb, stateStarting, stateStarted, s.cfg.StartDelay, nil, 0, settle(sb, stateStarted))
+	s.moveLocked(sb, stateStarting, stateStarted, s.cfg.StartDelay, remains{}, 0, settle(sb, stateStarted))
 }
 
 // stopLocked begins stopping (or, for an ephemeral sandbox, deleting) a started one.
@@ -410,7 +410,7 @@ func (s *Server) deleteLocked(sb *sandbox, grace time.Duration) {
 
 // archiveLocked begins archiving a stopped sandbox; its folder stays.
 func (s *Server) archiveLocked(sb *sandbox) {
-	s.moveLocked(sb, stateArchiving, stateArchived, s.cfg.ArchiveDelay, nil, 0, settle(sb, stateArchived))
+	s.moveLocked(sb, stateArchiving, stateArchived, s.cfg.ArchiveDelay, remains{}, 0, settle(sb, stateArchived))
 }
 
 // waitSettled waits (without s.mu) until the sandbox has left the state via, as the API's

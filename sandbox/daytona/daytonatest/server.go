@@ -173,13 +173,13 @@ func (s *Server) Close() {
 	s.once.Do(func() {
 		s.closed.Store(true)
 		s.mu.Lock()
-		var all []*procGroup
+		var all []remains
 		for _, sb := range s.sandboxes {
-			all = append(all, sb.takeProcs()...)
+			all = append(all, sb.takeProcs())
 		}
 		s.mu.Unlock()
 		s.cancel()
-		killGroups(all, 0)
+		killRemains(all, 0)
 		s.hs.Close()
 		s.bg.Wait()
 		s.proxy.CloseIdleConnections()
@@ -258,7 +258,7 @@ func (s *Server) SetState(id, state, reason string) {
 		return
 	}
 	sb.gen++
-	var procs []*procGroup
+	var procs remains
 	if state != stateStarted {
 		procs = sb.takeProcs()
 	}
@@ -334,16 +334,16 @@ func (s *Server) after(d time.Duration, f func()) {
 	}()
 }
 
-// goKill kills process groups in the background and then runs done (with s.mu held), so
-// that a transition completes only once its processes are gone.
-func (s *Server) goKill(procs []*procGroup, grace time.Duration, done func()) {
-	if len(procs) == 0 && done == nil {
+// goKill kills what a sandbox left in the background and then runs done (with s.mu held),
+// so that a transition completes only once its processes are gone.
+func (s *Server) goKill(procs remains, grace time.Duration, done func()) {
+	if len(procs.groups) == 0 && procs.marker == "" && done == nil {
 		return
 	}
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		killGroups(procs, grace)
+		killRemains([]remains{procs}, grace)
 		if done != nil {
 			s.mu.Lock()
 			defer s.mu.Unlock()

@@ -239,15 +239,24 @@ func TestProcessesKilledOnStop(t *testing.T) {
 	// One that ignores SIGTERM needs the SIGKILL after the grace.
 	c.tool(id, "POST", "/process/session", map[string]any{"sessionId": "stubborn"}, nil)
 	c.tool(id, "POST", "/process/session/stubborn/exec", map[string]any{"command": "trap '' TERM; echo $$ > fg.pid; while :; do sleep 1; done", "runAsync": true}, nil)
+	// One that left for a session of its own, as a relay's dev server does: a container stop
+	// ends it all the same.
+	if status, data := c.tool(id, "POST", "/process/execute", map[string]any{"command": "setsid sh -c 'echo $$ > stray.pid; exec sleep 300' >/dev/null 2>&1 &"}, nil); status != http.StatusOK {
+		t.Fatalf("execute: %d %s", status, data)
+	}
 	bg, fg := readPID(t, filepath.Join(info.WorkDir, "bg.pid")), readPID(t, filepath.Join(info.WorkDir, "fg.pid"))
+	stray := readPID(t, filepath.Join(info.WorkDir, "stray.pid"))
+	if !processAlive(stray) {
+		t.Fatal("the stray process is not running")
+	}
 	if n := s.Sandboxes()[0].Processes; n != 2 {
 		t.Errorf("live process groups %d, want 2", n)
 	}
 
 	c.api("POST", "/sandbox/"+id+"/stop", nil, nil)
 	c.waitState(id, stateStopped)
-	if processAlive(bg) || processAlive(fg) {
-		t.Fatalf("processes alive after stop: bg %v fg %v", processAlive(bg), processAlive(fg))
+	if processAlive(bg) || processAlive(fg) || processAlive(stray) {
+		t.Fatalf("processes alive after stop: bg %v fg %v stray %v", processAlive(bg), processAlive(fg), processAlive(stray))
 	}
 	if n := s.Sandboxes()[0].Processes; n != 0 {
 		t.Errorf("live process groups after stop: %d", n)
