@@ -100,6 +100,11 @@ func (s *Store) usageKey(day, scope, k string) string {
 	return s.cfg.Prefix + "u:" + day + ":" + scope + ":" + k
 }
 
+// usageIndexKey is the set of the users (or channels) with usage on a day.
+func (s *Store) usageIndexKey(day, scope string) string {
+	return s.cfg.Prefix + "ui:" + day + ":" + scope
+}
+
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
 // wrap names the operation and marks a Redis that does not answer as session.ErrStoreDown.
@@ -454,13 +459,20 @@ func decodeEvents(id string, msgs []redis.XMessage) ([]session.Event, error) {
 func (s *Store) AddUsage(ctx context.Context, id string, u session.Usage, user, channel string, at time.Time) error {
 	day := at.UTC().Format(time.DateOnly)
 	keys := []string{s.sessionKey(id), s.usageKey(day, "all", "all")}
+	indexed := map[string]string{}
 	if user != "" {
 		keys = append(keys, s.usageKey(day, "user", user))
+		indexed["user"] = user
 	}
 	if channel != "" {
 		keys = append(keys, s.usageKey(day, "channel", channel))
+		indexed["channel"] = channel
 	}
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for scope, k := range indexed {
+			p.SAdd(ctx, s.usageIndexKey(day, scope), k)
+			p.Expire(ctx, s.usageIndexKey(day, scope), s.cfg.UsageRetention)
+		}
 		for i, key := range keys {
 			p.HIncrBy(ctx, key, "turns", u.Turns)
 			p.HIncrBy(ctx, key, "input_tokens", u.InputTokens)
@@ -486,6 +498,29 @@ func (s *Store) UsageOn(ctx context.Context, scope, key string, day time.Time) (
 		return session.Usage{}, wrap("read usage", err)
 	}
 	return decodeUsage(m), nil
+}
+
+// UsageBy implements session.Store.
+func (s *Store) UsageBy(ctx context.Context, scope string, day time.Time) (map[string]session.Usage, error) {
+	d := day.UTC().Format(time.DateOnly)
+	keys, err := s.rdb.SMembers(ctx, s.usageIndexKey(d, scope)).Result()
+	if err != nil {
+		return nil, wrap("list usage by "+scope, err)
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(keys))
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.HGetAll(ctx, s.usageKey(d, scope, k))
+		}
+		return nil
+	}); err != nil {
+		return nil, wrap("read usage by "+scope, err)
+	}
+	out := make(map[string]session.Usage, len(keys))
+	for i, k := range keys {
+		out[k] = decodeUsage(cmds[i].Val())
+	}
+	return out, nil
 }
 
 func (s *Store) heartbeatKey(replica string) string { return s.cfg.Prefix + "hb:" + replica }
@@ -699,9 +734,9 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[2], start, '+')) do
   local f = e[2]
   for i = 1, #f, 2 do
     if f[i] == 'id' and f[i + 1] == ARGV[1] then
-      redis.call('SADD', KEYS[3], ARGV[1])
+      local added = redis.call('SADD', KEYS[3], ARGV[1])
       redis.call('EXPIRE', KEYS[3], 86400)
-      return 1
+      return added
     end
   end
 end

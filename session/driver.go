@@ -58,6 +58,12 @@ type driver struct {
 	crashShown     bool // the last crash was reported: a crash loop is not repeated
 	hadTurn        bool // the session's state was running when this driver took it over
 
+	// delivering is the inbox entry the loop is delivering (bringing the sandbox up for it,
+	// sending it), "" between deliveries; stopEntry is an entry a Stop came for before the
+	// relay took it: deliver withdraws it, or interrupts it the moment the relay has it.
+	delivering string
+	stopEntry  string
+
 	events eventBuffer
 	busy   atomic.Bool // the loop is delivering a prompt
 }
@@ -310,6 +316,14 @@ func (d *driver) markTaken(entry string) {
 func (d *driver) deliver(ctx context.Context, conn *relayConn, e InboxEntry, waiting []InboxEntry) *relayConn {
 	d.busy.Store(true)
 	defer d.busy.Store(false)
+	d.mu.Lock()
+	d.delivering = e.ID
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.delivering, d.stopEntry = "", ""
+		d.mu.Unlock()
+	}()
 	for attempt := 0; ; attempt++ {
 		if conn == nil {
 			var err error
@@ -317,6 +331,14 @@ func (d *driver) deliver(ctx context.Context, conn *relayConn, e InboxEntry, wai
 				d.failWaiting(waiting, err)
 				return nil
 			}
+		}
+		if d.stopRequested() {
+			// Stopped while the sandbox came up: Claude never sees it.
+			if _, err := d.m.withdraw(ctx, d.id, e.Prompt.ID, stoppedBeforeStart); err != nil {
+				d.log.Warn("could not withdraw a stopped prompt", "err", err)
+			}
+			d.markTaken(e.ID)
+			return conn
 		}
 		if err := d.send(ctx, conn, e.Prompt); !errors.Is(err, errRelayGone) {
 			d.markTaken(e.ID)
@@ -395,7 +417,20 @@ func (d *driver) send(ctx context.Context, conn *relayConn, p Prompt) error {
 	if r.dup {
 		d.endTurn() // its turn is the one the relay already runs, counted when we connected
 	}
+	if d.stopRequested() {
+		// Stopped while on its way: the relay has it now, so the turn can be interrupted.
+		if err := d.interruptRelay(ctx, conn.client); err != nil {
+			d.log.Warn("could not stop a turn that was stopped as it began", "err", err)
+		}
+	}
 	return nil
+}
+
+// stopRequested reports whether a Stop came for the entry being delivered.
+func (d *driver) stopRequested() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.delivering != "" && d.stopEntry == d.delivering
 }
 
 func (d *driver) undoTurn() {
@@ -456,13 +491,47 @@ func (d *driver) decide(ctx context.Context, requestID, user string, allow bool,
 	return nil
 }
 
+// interrupt stops the turn that runs, or the one about to: a prompt on its way to the relay
+// is withdrawn, or interrupted as soon as the relay has it, and one still waiting in the
+// inbox is withdrawn. A Stop pressed the moment a prompt was sent is not lost.
 func (d *driver) interrupt(ctx context.Context) error {
-	d.mu.Lock()
-	c := d.client
-	d.mu.Unlock()
-	if c == nil {
-		return nil
+	// Twice at most: a waiting prompt the loop takes meanwhile is stopped as a turn.
+	for range 2 {
+		d.mu.Lock()
+		c, pending, delivering := d.client, d.pending, d.delivering
+		if delivering != "" {
+			d.stopEntry = delivering // deliver sees it
+		}
+		d.mu.Unlock()
+		switch {
+		case delivering != "":
+			return nil
+		case pending > 0:
+			if c == nil {
+				return nil // the relay is gone, and the turn with it
+			}
+			return d.interruptRelay(ctx, c)
+		}
+		// No turn runs: the Stop is for the prompt that waits, if one does.
+		e, err := d.m.nextWaiting(ctx, d.id)
+		if err != nil || e == nil {
+			return err
+		}
+		d.mu.Lock()
+		d.stopEntry = e.ID // should the loop take it now, deliver withdraws it
+		taking := d.delivering == e.ID
+		d.mu.Unlock()
+		if taking {
+			return nil
+		}
+		if ok, err := d.m.withdraw(ctx, d.id, e.Prompt.ID, stoppedBeforeStart); ok || err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+func (d *driver) interruptRelay(ctx context.Context, c *relay.Client) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := c.Interrupt(ctx); err != nil {

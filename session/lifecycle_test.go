@@ -540,4 +540,6 @@ func TestButtonsOnAnotherReplica(t *testing.T) {
 	if err := b.mgr.Interrupt(ctx, "web:far"); err != nil {
 		t.Fatalf("Stop with nothing running: %v", err)
 	}
+	// A Stop on b the moment a prompt is sent on a is not lost either.
+	stopsRightAfter(t, a.env, b.mgr, "web:far", id, 5)
 }

@@ -471,7 +471,9 @@ func (m *Manager) Decide(ctx context.Context, thread, requestID, user string, al
 	return m.sendControl(ctx, sess.ID, control{Kind: controlDecide, RequestID: requestID, User: user, Allow: allow, Message: message})
 }
 
-// Interrupt stops the thread's running turn, if any.
+// Interrupt stops the thread's turn: the one that runs, or, if none does yet, the prompt that
+// is on its way to Claude or waits for it (withdrawn before Claude starts on it). Wherever the
+// session is driven, the Stop reaches it; pressed the moment a prompt is sent, it is not lost.
 func (m *Manager) Interrupt(ctx context.Context, thread string) error {
 	sess, err := m.store.ByThread(ctx, thread)
 	if err != nil {
@@ -480,14 +482,55 @@ func (m *Manager) Interrupt(ctx context.Context, thread string) error {
 	if d := m.driverOf(sess.ID); d != nil {
 		return d.interrupt(ctx)
 	}
-	if sess.State != StateRunning {
-		return nil // nothing to interrupt
-	}
 	elsewhere, err := m.drivenElsewhere(ctx, sess.ID)
-	if err != nil || !elsewhere {
+	if err != nil {
 		return err
 	}
-	return m.sendControl(ctx, sess.ID, control{Kind: controlInterrupt})
+	if elsewhere {
+		return m.sendControl(ctx, sess.ID, control{Kind: controlInterrupt})
+	}
+	// No replica drives it: the prompt that waits, if any, is withdrawn before one takes it.
+	e, err := m.nextWaiting(ctx, sess.ID)
+	if err != nil || e == nil {
+		return err
+	}
+	_, err = m.withdraw(ctx, sess.ID, e.Prompt.ID, stoppedBeforeStart)
+	return err
+}
+
+// nextWaiting returns the session's first prompt that waits in its inbox, nil for none.
+func (m *Manager) nextWaiting(ctx context.Context, id string) (*InboxEntry, error) {
+	sess, err := m.store.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := m.store.Inbox(ctx, id, sess.InboxDone)
+	if err != nil {
+		return nil, err
+	}
+	for i := range entries {
+		if !entries[i].Cancelled {
+			return &entries[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// stoppedBeforeStart is what the log says of a prompt stopped before Claude began on it.
+const stoppedBeforeStart = "Stopped before Claude started on it."
+
+// withdraw cancels a prompt that waits in the session's inbox and says so in its log, once:
+// false, and nothing logged, when it was no longer waiting.
+func (m *Manager) withdraw(ctx context.Context, id, promptID, message string) (bool, error) {
+	ok, err := m.store.Cancel(ctx, id, promptID)
+	if err != nil || !ok {
+		return false, err
+	}
+	if _, err := m.store.Append(ctx, id, KindStatus, mustJSON(Status{Stage: StagePromptCancelled, PromptID: promptID,
+		Message: message}), nil, 0); err != nil {
+		m.log.Warn("could not log a withdrawn prompt", "session_id", id, "err", err)
+	}
+	return true, nil
 }
 
 // CancelPrompt withdraws a prompt that still waits in the thread's inbox, for the user who sent
@@ -508,13 +551,9 @@ func (m *Manager) CancelPrompt(ctx context.Context, thread, promptID, user strin
 			}
 		}
 	}
-	ok, err := m.store.Cancel(ctx, sess.ID, promptID)
+	ok, err := m.withdraw(ctx, sess.ID, promptID, "A queued prompt was cancelled by "+user+".")
 	if err != nil || !ok {
 		return false, err
-	}
-	if _, err := m.store.Append(ctx, sess.ID, KindStatus, mustJSON(Status{Stage: StagePromptCancelled, PromptID: promptID,
-		Message: "A queued prompt was cancelled by " + user + "."}), nil, 0); err != nil {
-		m.log.Warn("could not log a cancellation", "err", err)
 	}
 	if d := m.driverOf(sess.ID); d != nil {
 		d.wake()
@@ -675,6 +714,12 @@ func (m *Manager) Transitions(ctx context.Context, id string) ([]Transition, err
 // Usage returns the usage of a user or channel (scope "user", "channel", or "all") on a day.
 func (m *Manager) Usage(ctx context.Context, scope, key string, day time.Time) (Usage, error) {
 	return m.store.UsageOn(ctx, scope, key, day)
+}
+
+// UsageBy returns the usage of every user (scope "user") or channel ("channel") that used
+// anything on a day, by key.
+func (m *Manager) UsageBy(ctx context.Context, scope string, day time.Time) (map[string]Usage, error) {
+	return m.store.UsageBy(ctx, scope, day)
 }
 
 // Events reads the session's log after seq after, waiting up to block for new events.

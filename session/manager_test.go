@@ -45,6 +45,12 @@ func newEnv(t *testing.T, cfg session.Config) *env {
 
 func newEnvWith(t *testing.T, cfg session.Config, tweak func(*local.Config)) *env {
 	t.Helper()
+	return newEnvWrapped(t, cfg, tweak, nil)
+}
+
+// newEnvWrapped is newEnvWith with the manager's provider wrapped by wrap (nil: not wrapped).
+func newEnvWrapped(t *testing.T, cfg session.Config, tweak func(*local.Config), wrap func(sandbox.Provider) sandbox.Provider) *env {
+	t.Helper()
 	rdb, err := redisstore.Open(testenv.RedisURL(t))
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +72,11 @@ func newEnvWith(t *testing.T, cfg session.Config, tweak func(*local.Config)) *en
 		cfg.RelayReconnect = time.Second
 	}
 	cfg.StopSandboxesOnShutdown = true
-	mgr, err := session.NewManager(st, prov, cfg)
+	var p sandbox.Provider = prov
+	if wrap != nil {
+		p = wrap(prov)
+	}
+	mgr, err := session.NewManager(st, p, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -550,4 +560,101 @@ func TestSettingsOfANewSessionAndChanges(t *testing.T) {
 	if ms := initModels(evs); ms[len(ms)-1] != "claude-haiku-4-5" {
 		t.Fatalf("models %v: the model was lost over a wake", ms)
 	}
+}
+
+// gated holds the creation of sandboxes until open is closed: a sandbox that takes its time.
+type gated struct {
+	sandbox.Provider
+	open chan struct{}
+}
+
+func (g *gated) Create(ctx context.Context, spec sandbox.Spec) (*sandbox.Sandbox, error) {
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return g.Provider.Create(ctx, spec)
+}
+
+func (g *gated) Unwrap() sandbox.Provider { return g.Provider }
+
+// TestStopWhileTheSandboxStarts: a Stop pressed while the thread's sandbox comes up withdraws
+// the prompt; Claude never gets it, and the next prompt runs as usual.
+func TestStopWhileTheSandboxStarts(t *testing.T) {
+	gate := make(chan struct{})
+	e := newEnvWrapped(t, session.Config{}, nil, func(p sandbox.Provider) sandbox.Provider { return &gated{Provider: p, open: gate} })
+	ctx := context.Background()
+	sub, err := e.mgr.Submit(ctx, "web:early", "web:a", "echo never")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sub.Session.ID
+	e.waitFor(t, id, "the sandbox to be starting", func(evs []session.Event) bool { return containsStage(evs, session.StageSandboxStarting) })
+	if err := e.mgr.Interrupt(ctx, "web:early"); err != nil {
+		t.Fatalf("Stop while the sandbox starts: %v", err)
+	}
+	close(gate)
+	e.waitFor(t, id, "the prompt withdrawn", func(evs []session.Event) bool { return cancelledPrompt(evs, sub.PromptID) })
+	if _, err := e.mgr.Submit(ctx, "web:early", "web:a", "echo after"); err != nil {
+		t.Fatal(err)
+	}
+	evs := e.waitFor(t, id, "the next turn", results(1))
+	if n, got := count(evs, session.KindAgent, "result"), lastResultText(evs); n != 1 || got != "after" {
+		t.Fatalf("%d turns ran, the last answering %q: want only the one after the Stop", n, got)
+	}
+}
+
+// TestStopTheMomentAPromptIsSent: whenever a Stop comes after the prompt (before the driver
+// took it, while it went to the relay, or once Claude began), the turn does not run to its end.
+func TestStopTheMomentAPromptIsSent(t *testing.T) {
+	e := newEnv(t, session.Config{})
+	ctx := context.Background()
+	first, err := e.mgr.Submit(ctx, "web:quick", "web:a", "echo up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := first.Session.ID
+	e.waitFor(t, id, "the sandbox up", results(1))
+	stopsRightAfter(t, e, e.mgr, "web:quick", id, 5)
+}
+
+// stopsRightAfter sends n slow prompts to thread on e, each stopped through stopper right
+// away, and checks that none ran to its end.
+func stopsRightAfter(t *testing.T, e *env, stopper *session.Manager, thread, id string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	withdrawn, interrupted := 0, 0
+	for i := 0; i < n; i++ {
+		before := count(e.events(t, id), session.KindAgent, "result")
+		sub, err := e.mgr.Submit(ctx, thread, "web:a", "slow:200:50")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stopper.Interrupt(ctx, thread); err != nil {
+			t.Fatalf("Stop %d: %v", i, err)
+		}
+		evs := e.waitFor(t, id, "the stopped turn to end", func(evs []session.Event) bool {
+			return cancelledPrompt(evs, sub.PromptID) || count(evs, session.KindAgent, "result") > before
+		})
+		if cancelledPrompt(evs, sub.PromptID) {
+			withdrawn++
+			continue
+		}
+		interrupted++
+		if got := lastResultText(evs); got == "slow done" {
+			t.Fatalf("Stop %d came right after the prompt, and the turn ran to its end", i)
+		}
+	}
+	t.Logf("%d Stops right after a prompt: %d withdrew it, %d interrupted its turn", n, withdrawn, interrupted)
+}
+
+// cancelledPrompt reports whether the log says the prompt was withdrawn.
+func cancelledPrompt(evs []session.Event, promptID string) bool {
+	for _, ev := range evs {
+		if ev.Kind == session.KindStatus && field(ev.Data, "stage") == session.StagePromptCancelled && field(ev.Data, "prompt_id") == promptID {
+			return true
+		}
+	}
+	return false
 }

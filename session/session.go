@@ -7,8 +7,10 @@
 package session
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 )
@@ -54,6 +56,28 @@ type Usage struct {
 	OutputTokens int64   `json:"output_tokens"`
 	CostUSD      float64 `json:"cost_usd"`
 	DurationMS   int64   `json:"duration_ms"`
+}
+
+// KeyUsage is what one user or channel used.
+type KeyUsage struct {
+	Key   string `json:"key"`
+	Usage Usage  `json:"usage"`
+}
+
+// ByCost orders a UsageBy answer most expensive first (then by key), keeping at most max
+// entries (all when max <= 0).
+func ByCost(by map[string]Usage, max int) []KeyUsage {
+	out := make([]KeyUsage, 0, len(by))
+	for k, u := range by {
+		out = append(out, KeyUsage{Key: k, Usage: u})
+	}
+	slices.SortFunc(out, func(a, b KeyUsage) int {
+		return cmp.Or(cmp.Compare(b.Usage.CostUSD, a.Usage.CostUSD), cmp.Compare(b.Usage.Turns, a.Usage.Turns), strings.Compare(a.Key, b.Key))
+	})
+	if max > 0 && len(out) > max {
+		out = out[:max]
+	}
+	return out
 }
 
 // Event is one entry of a session's log. Seq numbers start at 1 and have no gaps.

@@ -42,6 +42,9 @@ type Store interface {
 	// UsageOn returns the usage counted on the given day (UTC) for a user ("user"), a channel
 	// ("channel") or everything ("all", key ignored).
 	UsageOn(ctx context.Context, scope, key string, day time.Time) (Usage, error)
+	// UsageBy returns the usage counted on the given day (UTC) of every user ("user") or
+	// channel ("channel") that used anything, by key.
+	UsageBy(ctx context.Context, scope string, day time.Time) (map[string]Usage, error)
 
 	// Heartbeat declares replica alive for ttl. A replica's leases hold while its heartbeat
 	// does: one write a period keeps all of them, however many sessions it drives.
@@ -66,7 +69,8 @@ type Store interface {
 	// Inbox returns the inbox entries after entry id after ("" for all), oldest first;
 	// cancelled ones are marked.
 	Inbox(ctx context.Context, id, after string) ([]InboxEntry, error)
-	// Cancel marks a waiting prompt cancelled; false if it is not waiting (taken or unknown).
+	// Cancel marks a waiting prompt cancelled; false if it is not waiting (taken, cancelled
+	// already, or unknown).
 	Cancel(ctx context.Context, id, promptID string) (bool, error)
 	// WatchInbox returns a channel that receives a value whenever a prompt is enqueued for
 	// the session, on any replica; call the returned function to stop watching.

@@ -185,6 +185,14 @@ func openFence(s string) (lang string, open bool) {
 	return lang, open
 }
 
+// Turns writes a count of turns: "1 turn", "3 turns".
+func Turns(n int64) string {
+	if n == 1 {
+		return "1 turn"
+	}
+	return fmt.Sprintf("%d turns", n)
+}
+
 // Money writes a cost in dollars the way a footer shows it.
 func Money(usd float64) string {
 	switch {

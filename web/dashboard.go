@@ -1,7 +1,6 @@
 package web
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +26,8 @@ type Admin interface {
 	Destroy(ctx context.Context, thread, user string) error
 	// Usage returns what a user, a channel or everybody ("all") used on a day.
 	Usage(ctx context.Context, scope, key string, day time.Time) (session.Usage, error)
+	// UsageBy returns what each user ("user") or channel ("channel") used on a day.
+	UsageBy(ctx context.Context, scope string, day time.Time) (map[string]session.Usage, error)
 	IsAdmin(user string) bool
 }
 
@@ -220,12 +221,6 @@ type sessionRow struct {
 	Link string `json:"link"`
 }
 
-// usageRow is what a user or channel used on a day.
-type usageRow struct {
-	Key   string        `json:"key"`
-	Usage session.Usage `json:"usage"`
-}
-
 func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	now := d.cfg.Now()
@@ -242,7 +237,6 @@ func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	rows := make([]sessionRow, 0, len(all))
-	users, channels := map[string]bool{}, map[string]bool{}
 	for _, s := range all {
 		platform, _, _ := strings.Cut(s.Thread, ":")
 		rows = append(rows, sessionRow{
@@ -250,19 +244,17 @@ func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request) error {
 			State: s.State, StateAt: s.StateAt, CreatedAt: s.CreatedAt, AgeSeconds: int64(now.Sub(s.CreatedAt).Seconds()),
 			Usage: s.Usage, PreviewURL: s.PreviewURL, Link: d.links.Session(s.ID),
 		})
-		users[s.Owner] = true
-		channels[session.ChannelOf(s.Thread)] = true
 	}
 	slices.SortFunc(rows, func(a, b sessionRow) int { return b.CreatedAt.Compare(a.CreatedAt) })
 	total, err := d.s.Usage(ctx, "all", "", day)
 	if err != nil {
 		return err
 	}
-	perUser, err := d.usage(ctx, "user", users, day)
+	perUser, err := d.usage(ctx, "user", day)
 	if err != nil {
 		return err
 	}
-	perChannel, err := d.usage(ctx, "channel", channels, day)
+	perChannel, err := d.usage(ctx, "channel", day)
 	if err != nil {
 		return err
 	}
@@ -281,24 +273,14 @@ func (d *Dashboard) overview(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// usage returns the day's usage of each key that used anything, most expensive first. The
-// keys are the owners and channels of the sessions there are: the store counts usage by key
-// and does not list its keys.
-func (d *Dashboard) usage(ctx context.Context, scope string, keys map[string]bool, day time.Time) ([]usageRow, error) {
-	out := []usageRow{}
-	for k := range keys {
-		u, err := d.s.Usage(ctx, scope, k, day)
-		if err != nil {
-			return nil, err
-		}
-		if u.Turns > 0 || u.CostUSD > 0 {
-			out = append(out, usageRow{Key: k, Usage: u})
-		}
+// usage returns the day's usage of each user or channel that used anything, most expensive
+// first, whether or not its sessions are still there.
+func (d *Dashboard) usage(ctx context.Context, scope string, day time.Time) ([]session.KeyUsage, error) {
+	by, err := d.s.UsageBy(ctx, scope, day)
+	if err != nil {
+		return nil, err
 	}
-	slices.SortFunc(out, func(a, b usageRow) int {
-		return cmp.Or(cmp.Compare(b.Usage.CostUSD, a.Usage.CostUSD), strings.Compare(a.Key, b.Key))
-	})
-	return out, nil
+	return session.ByCost(by, 0), nil
 }
 
 func (d *Dashboard) act(w http.ResponseWriter, r *http.Request) error {

@@ -41,7 +41,7 @@ var _ CompanionSessions = (*fakeSessions)(nil)
 
 func newFake() *fakeSessions {
 	f := &fakeSessions{sessions: map[string]*session.Session{}, logs: map[string][]session.Event{}, admins: []string{"slack:UADMIN"},
-		usage: map[string]session.Usage{"all/": {Turns: 3, CostUSD: 0.3}, "user/slack:U1": {Turns: 3, CostUSD: 0.3}, "channel/slack:T1:C1": {Turns: 3, CostUSD: 0.3}}}
+		usage: map[string]session.Usage{"all/": {Turns: 4, CostUSD: 0.8}, "user/slack:U1": {Turns: 3, CostUSD: 0.3}, "user/slack:U9": {Turns: 1, CostUSD: 0.5}, "channel/slack:T1:C1": {Turns: 3, CostUSD: 0.3}}}
 	now := time.Now()
 	f.sessions["ses_1"] = &session.Session{ID: "ses_1", Thread: "slack:T1:C1:1.1", Owner: "slack:U1", State: session.StateIdle,
 		PreviewURL: "http://preview.example/", RelayID: "r_secret", Fence: 7, CreatedAt: now.Add(-time.Hour), UpdatedAt: now, LastSeq: 5,
@@ -117,6 +117,16 @@ func (f *fakeSessions) Usage(_ context.Context, scope, key string, _ time.Time) 
 		key = ""
 	}
 	return f.usage[scope+"/"+key], nil
+}
+
+func (f *fakeSessions) UsageBy(_ context.Context, scope string, _ time.Time) (map[string]session.Usage, error) {
+	out := map[string]session.Usage{}
+	for k, u := range f.usage {
+		if s, key, _ := strings.Cut(k, "/"); s == scope {
+			out[key] = u
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeSessions) IsAdmin(user string) bool {
@@ -345,8 +355,8 @@ func TestDashboardLogin(t *testing.T) {
 		Sessions []sessionRow
 		Usage    struct {
 			All      session.Usage
-			Users    []usageRow
-			Channels []usageRow
+			Users    []session.KeyUsage
+			Channels []session.KeyUsage
 		}
 		Health []Check
 	}
@@ -361,7 +371,8 @@ func TestDashboardLogin(t *testing.T) {
 	if row.Owner != "slack:U1" || row.Platform != "slack" || row.Channel != "slack:T1:C1" || row.AgeSeconds < 3599 || row.Usage.CostUSD != 0.3 || !strings.Contains(row.Link, "/s/ses_1?exp=") {
 		t.Fatalf("row %+v", row)
 	}
-	if ov.Usage.All.Turns != 3 || len(ov.Usage.Users) != 1 || ov.Usage.Users[0].Key != "slack:U1" || len(ov.Usage.Channels) != 1 {
+	// Users are listed most expensive first, whether or not a session of theirs is left.
+	if ov.Usage.All.Turns != 4 || len(ov.Usage.Users) != 2 || ov.Usage.Users[0].Key != "slack:U9" || ov.Usage.Users[1].Key != "slack:U1" || len(ov.Usage.Channels) != 1 {
 		t.Fatalf("usage %+v", ov.Usage)
 	}
 

@@ -47,6 +47,7 @@ type Sessions interface {
 	Session(ctx context.Context, thread string) (*session.Session, error)
 	List(ctx context.Context) ([]*session.Session, error)
 	Usage(ctx context.Context, scope, key string, day time.Time) (session.Usage, error)
+	UsageBy(ctx context.Context, scope string, day time.Time) (map[string]session.Usage, error)
 	IsAdmin(user string) bool
 	Events(ctx context.Context, id string, after int64, max int, block time.Duration) ([]session.Event, error)
 }

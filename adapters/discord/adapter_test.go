@@ -368,8 +368,8 @@ func TestPromptRefused(t *testing.T) {
 
 // TestTwoReplicas: with two replicas on the Gateway, each gets every event; one handles it.
 func TestTwoReplicas(t *testing.T) {
-	e := newEnv(t, envConfig{})
-	var secondLog testenv.Buffer
+	var firstLog, secondLog testenv.Buffer
+	e := newEnv(t, envConfig{adapter: discord.Config{Logger: slog.New(slog.NewTextHandler(&firstLog, nil))}})
 	second, err := discord.New(e.mgr, e.store, discord.Config{Token: e.fake.Token(), AppID: e.fake.AppID(), HTTPClient: e.fake.Client(),
 		Logger: slog.New(slog.NewTextHandler(&secondLog, nil))})
 	if err != nil {
@@ -393,13 +393,15 @@ func TestTwoReplicas(t *testing.T) {
 	if n := e.calls("POST", "/interactions/{id}/{token}/callback", 0); n != 1 {
 		t.Fatalf("%d answers to one interaction", n)
 	}
-	// Stop reaches Claude through the replica that drives the session: that one answers it.
+	// A click reaches both; one of them takes it, and Claude stops once.
 	e.fake.Say(th.ID, e.owner.ID, "slow:300:30")
-	running := e.waitMessage(th.ID, "a Stop button", func(m discordtest.Message) bool { return m.Button("nightona:stop") != nil })
+	running := e.waitMessage(th.ID, "a streaming turn with Stop", func(m discordtest.Message) bool {
+		return m.Button("nightona:stop") != nil && strings.Contains(m.Content, "word1")
+	})
 	e.waitResponse(e.fake.Click(e.owner.ID, running, "nightona:stop"))
 	e.waitMessage(th.ID, "the stopped turn", hasEmbed("⏹️ Stopped"))
-	if strings.Contains(secondLog.String(), "turn stopped") {
-		t.Fatalf("the replica that does not drive the session took the Stop:\n%s", secondLog.String())
+	if a, b := firstLog.HasLine("turn stopped from Discord"), secondLog.HasLine("turn stopped from Discord"); a == b {
+		t.Fatalf("one Stop taken by both adapters or by neither (%v, %v):\n%s\n%s", a, b, firstLog.String(), secondLog.String())
 	}
 }
 
@@ -451,7 +453,7 @@ func TestCommands(t *testing.T) {
 	}
 
 	r = cmd(e.other, th.ID, "status", nil)
-	if !strings.Contains(r.Data.Content, sess.ID) || !strings.Contains(r.Data.Content, "<@"+e.owner.ID+">") || !strings.Contains(r.Data.Content, "1 turns") {
+	if !strings.Contains(r.Data.Content, sess.ID) || !strings.Contains(r.Data.Content, "<@"+e.owner.ID+">") || !strings.Contains(r.Data.Content, "1 turn ·") {
 		t.Fatalf("status in the thread: %q", r.Data.Content)
 	}
 	if r := cmd(e.other, th.ID, "list", nil); !strings.Contains(r.Data.Content, "Only admins") {
@@ -466,14 +468,18 @@ func TestCommands(t *testing.T) {
 	if r := cmd(e.admin, th.ID, "dashboard", nil); !r.Ephemeral() || !strings.Contains(r.Data.Content, "(https://nightona.example/admin/login?user=discord:"+e.admin.ID+")") {
 		t.Fatalf("an admin's dashboard: %q", r.Data.Content)
 	}
-	if r := cmd(e.owner, th.ID, "usage", nil); !strings.Contains(r.Data.Content, "1 turns") {
+	if r := cmd(e.owner, th.ID, "usage", nil); !strings.Contains(r.Data.Content, "1 turn ·") {
 		t.Fatalf("usage: %q", r.Data.Content)
 	}
-	if r := cmd(e.owner, th.ID, "usage", map[string]string{"scope": "channel"}); !strings.Contains(r.Data.Content, "<#"+e.channel.ID+">") || !strings.Contains(r.Data.Content, "1 turns") {
+	if r := cmd(e.owner, th.ID, "usage", map[string]string{"scope": "channel"}); !strings.Contains(r.Data.Content, "<#"+e.channel.ID+">") || !strings.Contains(r.Data.Content, "1 turn ·") {
 		t.Fatalf("the channel's usage: %q", r.Data.Content)
 	}
 	if r := cmd(e.owner, th.ID, "usage", map[string]string{"scope": "all"}); !strings.Contains(r.Data.Content, "Only admins") {
 		t.Fatalf("everyone's usage for a member: %q", r.Data.Content)
+	}
+	if r := cmd(e.admin, th.ID, "usage", map[string]string{"scope": "all"}); !strings.Contains(r.Data.Content, "1 turn ·") ||
+		!strings.Contains(r.Data.Content, "**Top users**\n- <@"+e.owner.ID+">: 1 turn") || !strings.Contains(r.Data.Content, "**Top channels**\n- <#"+e.channel.ID+">: 1 turn") {
+		t.Fatalf("everyone's usage for an admin: %q", r.Data.Content)
 	}
 	if r := cmd(e.owner, th.ID, "usage", map[string]string{"day": "yesterday"}); !strings.Contains(r.Data.Content, "YYYY-MM-DD") {
 		t.Fatalf("a bad day: %q", r.Data.Content)
@@ -606,7 +612,9 @@ func TestPressHandover(t *testing.T) {
 	}
 
 	e.fake.Say(th.ID, e.owner.ID, "slow:300:30")
-	running := e.waitMessage(th.ID, "a Stop button", func(m discordtest.Message) bool { return m.Button("nightona:stop") != nil })
+	running := e.waitMessage(th.ID, "a streaming turn with Stop", func(m discordtest.Message) bool {
+		return m.Button("nightona:stop") != nil && strings.Contains(m.Content, "word1")
+	})
 	viaSecond(e.fake.NewClick(e.owner.ID, running, "nightona:stop"))
 	e.waitMessage(th.ID, "the stop carried out", hasEmbed("⏹️ Stopped"))
 	for _, kind := range []string{"kind=decide", "kind=interrupt"} {

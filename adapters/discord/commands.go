@@ -202,7 +202,7 @@ func (a *Adapter) status(ctx context.Context, i *discordgo.Interaction, raw []by
 	var b strings.Builder
 	fmt.Fprintf(&b, "**Session** `%s` · %s · started by %s <t:%d:R>\n", sess.ID, stateWord(sess.State), mention(sess.Owner), sess.CreatedAt.Unix())
 	fmt.Fprintf(&b, "Model **%s** · permission mode **%s**\n", or(sess.Model, "default"), or(sess.PermissionMode, "default"))
-	fmt.Fprintf(&b, "%d turns · %s · %s of Claude's time\n", sess.Usage.Turns, transcript.Money(sess.Usage.CostUSD), transcript.Duration(sess.Usage.DurationMS))
+	fmt.Fprintf(&b, "%s · %s · %s of Claude's time\n", transcript.Turns(sess.Usage.Turns), transcript.Money(sess.Usage.CostUSD), transcript.Duration(sess.Usage.DurationMS))
 	var row []discordgo.MessageComponent
 	if linkOK(sess.PreviewURL) {
 		row = append(row, discordgo.Button{Label: "Open preview", Style: discordgo.LinkButton, URL: sess.PreviewURL})
@@ -261,8 +261,8 @@ func (a *Adapter) list(ctx context.Context, u string) *discordgo.InteractionResp
 		if p.GuildID == "" {
 			where = "a DM"
 		}
-		fmt.Fprintf(&b, "%s %s · %s · %d turns · %s · <t:%d:R>\n", stateWord(s.State), where, mention(s.Owner),
-			s.Usage.Turns, transcript.Money(s.Usage.CostUSD), s.UpdatedAt.Unix())
+		fmt.Fprintf(&b, "%s %s · %s · %s · %s · <t:%d:R>\n", stateWord(s.State), where, mention(s.Owner),
+			transcript.Turns(s.Usage.Turns), transcript.Money(s.Usage.CostUSD), s.UpdatedAt.Unix())
 	}
 	if len(mine) > show {
 		fmt.Fprintf(&b, "-# and %d more.", len(mine)-show)
@@ -301,9 +301,43 @@ func (a *Adapter) usage(ctx context.Context, i *discordgo.Interaction, raw []byt
 	if err != nil {
 		return tell(userMessage(a.log, err))
 	}
-	return tell(fmt.Sprintf("**Usage of %s on %s** (UTC)\n%d turns · %s · %s in, %s out tokens · %s of Claude's time",
-		who, when.Format(time.DateOnly), us.Turns, transcript.Money(us.CostUSD), tokens(us.InputTokens), tokens(us.OutputTokens),
-		transcript.Duration(us.DurationMS)))
+	var b strings.Builder
+	fmt.Fprintf(&b, "**Usage of %s on %s** (UTC)\n%s · %s · %s in, %s out tokens · %s of Claude's time",
+		who, when.Format(time.DateOnly), transcript.Turns(us.Turns), transcript.Money(us.CostUSD), tokens(us.InputTokens), tokens(us.OutputTokens),
+		transcript.Duration(us.DurationMS))
+	if scope == "all" {
+		for _, by := range []struct {
+			scope, title string
+			name         func(string) string
+		}{{"user", "Top users", mention}, {"channel", "Top channels", channelName}} {
+			all, err := a.sessions.UsageBy(ctx, by.scope, when)
+			if err != nil {
+				return tell(userMessage(a.log, err))
+			}
+			if top := session.ByCost(all, topUsage); len(top) > 0 {
+				fmt.Fprintf(&b, "\n**%s**", by.title)
+				for _, k := range top {
+					fmt.Fprintf(&b, "\n- %s: %s · %s", by.name(k.Key), transcript.Turns(k.Usage.Turns), transcript.Money(k.Usage.CostUSD))
+				}
+			}
+		}
+	}
+	return tell(b.String())
+}
+
+// topUsage is how many users and channels `/nightona usage scope:all` names.
+const topUsage = 5
+
+// channelName writes a channel key of any platform: <#id> for a Discord channel, "a DM" for
+// a Discord DM, the key itself for another platform's.
+func channelName(channel string) string {
+	if strings.HasPrefix(channel, platform+":") {
+		if m := channelMention(channel); m != "this DM" {
+			return m
+		}
+		return "a DM"
+	}
+	return channel
 }
 
 func tokens(n int64) string {

@@ -46,6 +46,7 @@ type Sessions interface {
 	Get(ctx context.Context, id string) (*session.Session, error)
 	List(ctx context.Context) ([]*session.Session, error)
 	Usage(ctx context.Context, scope, key string, day time.Time) (session.Usage, error)
+	UsageBy(ctx context.Context, scope string, day time.Time) (map[string]session.Usage, error)
 	IsAdmin(user string) bool
 }
 

@@ -325,7 +325,7 @@ func TestCommands(t *testing.T) {
 	expect(stranger, "usage <@"+owner+">", "Only admins")
 	expect(admin, "usage <@"+owner+"|owner>", "<@"+owner+">: 1 turn")
 	expect(stranger, "usage all", "Only admins")
-	expect(admin, "usage all", "Everyone: 1 turn")
+	expect(admin, "usage all", "Everyone: 1 turn", "*Top users*\n• <@"+owner+">: 1 turn", "*Top channels*\n• <#"+channel+">: 1 turn")
 
 	expect(stranger, "config", "permission mode *bot default* and model *default*")
 	expect(stranger, "config model opus", "Only admins")
@@ -362,6 +362,8 @@ func TestCommands(t *testing.T) {
 		return len(rs) == 1 && strings.Contains(rs[0].Body["text"].(string), "is destroyed")
 	})
 	expect(owner, "status "+sess.ID, "There is no session")
+	// What a destroyed session cost is still counted, and still named.
+	expect(admin, "usage all", "Everyone: 2 turns", "• <@"+owner+">: 2 turns", "• <#"+channel+">: 2 turns")
 }
 
 // TestWhoMayPrompt: thread replies continue a session, direct messages start one, and bot

@@ -323,9 +323,29 @@ func (a *Adapter) usage(ctx context.Context, cmd command, args []string, admin b
 		}
 		fmt.Fprintf(&b, "%s: %d %s, %s, %s of work, %s tokens in and %s out\n", r.label, u.Turns, plural(u.Turns, "turn", "turns"),
 			transcript.Money(u.CostUSD), transcript.Duration(u.DurationMS), count(u.InputTokens), count(u.OutputTokens))
+		if r.scope == "all" {
+			for _, by := range []struct {
+				scope, title string
+				name         func(string) string
+			}{{"user", "Top users", mention}, {"channel", "Top channels", channelMention}} {
+				all, err := a.sessions.UsageBy(ctx, by.scope, now)
+				if err != nil {
+					return userMessage(err)
+				}
+				if top := session.ByCost(all, topUsage); len(top) > 0 {
+					fmt.Fprintf(&b, "*%s*\n", by.title)
+					for _, k := range top {
+						fmt.Fprintf(&b, "• %s: %d %s, %s\n", by.name(k.Key), k.Usage.Turns, plural(k.Usage.Turns, "turn", "turns"), transcript.Money(k.Usage.CostUSD))
+					}
+				}
+			}
+		}
 	}
 	return b.String()
 }
+
+// topUsage is how many users and channels `/nightona usage all` names.
+const topUsage = 5
 
 func (a *Adapter) config(ctx context.Context, cmd command, args []string, admin bool) string {
 	s, err := a.channelSettings(ctx, cmd.Team, cmd.Channel)

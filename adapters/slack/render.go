@@ -219,6 +219,9 @@ func turnTail(turn *transcript.Turn, v view) []slackgo.Block {
 func footer(turn *transcript.Turn) string {
 	r := turn.Result
 	if r == nil {
+		if turn.Prompt != nil && turn.Prompt.Cancelled {
+			return ":heavy_multiplication_x: Cancelled before it started"
+		}
 		return ""
 	}
 	var s string
@@ -295,7 +298,10 @@ func turnText(turn *transcript.Turn) string {
 			return oneLine(it.Text, 150)
 		}
 	}
-	if turn.Done {
+	switch {
+	case turn.Prompt != nil && turn.Prompt.Cancelled:
+		return "Cancelled before it started"
+	case turn.Done:
 		return "Not run"
 	}
 	return "Working on it…"

@@ -97,6 +97,7 @@ func TestRenderTurnGolden(t *testing.T) {
 			{Kind: transcript.KindText, Text: "one two three"},
 			bash("t1", "sleep 100", transcript.ToolStopped, ""),
 		}, Result: &transcript.Result{Outcome: "interrupted", DurationMS: 800, NumTurns: 1, CostUSD: 0}},
+		"turn-cancelled": {Prompt: &transcript.Prompt{ID: "p4", Cancelled: true}, Done: true},
 		"turn-error": {Prompt: &transcript.Prompt{ID: "p3"}, Done: true, Items: []*transcript.Item{
 			{Kind: transcript.KindError, Text: "The sandbox could not be started: quota exceeded."},
 		}},

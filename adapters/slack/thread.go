@@ -32,6 +32,15 @@ func parseThread(key string) (thread, bool) {
 // userKey is a Slack user's id as sessions and NIGHTONA_ADMINS name it.
 func userKey(id string) string { return "slack:" + id }
 
+// channelMention writes a channel key the way Slack shows a channel: <#C123> for Slack
+// channels, the key itself for others.
+func channelMention(channel string) string {
+	if parts := strings.Split(channel, ":"); len(parts) == 3 && parts[0] == "slack" && parts[2] != "" {
+		return "<#" + parts[2] + ">"
+	}
+	return escape(channel)
+}
+
 // mention writes a user key the way Slack shows a person: <@U123> for Slack users, the key
 // itself for others (a decision made in the web console, say).
 func mention(user string) string {

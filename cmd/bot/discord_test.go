@@ -345,7 +345,7 @@ func TestDiscordHTTPInteractions(t *testing.T) {
 	status, out, took := d.interact(d.fake.NewCommand(d.owner.ID, th.ID, "nightona", "status", nil), d.key)
 	resp := decodeAnswer(out)
 	if status != http.StatusOK || resp.Type != 4 || resp.Data.Flags != 64 || !strings.Contains(resp.Data.Content, "idle") ||
-		!strings.Contains(resp.Data.Content, "1 turns") || took > 3*time.Second {
+		!strings.Contains(resp.Data.Content, "1 turn ·") || took > 3*time.Second {
 		t.Fatalf("/nightona status: %d %s in %v", status, out, took)
 	}
 	t.Logf("/nightona status answered over HTTP in %v", took.Round(time.Millisecond))

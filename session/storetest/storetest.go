@@ -280,6 +280,24 @@ func testUsage(t *testing.T, st session.Store) {
 			t.Fatalf("usage of %s %s on %s: %+v %v, want %d turns", c.scope, c.key, c.day.Format(time.DateOnly), u, err, c.turns)
 		}
 	}
+	// The session is gone, its users' and channel's usage is still listed.
+	if err := st.AddUsage(ctx, "c1", turn, "web:carol", "other", day); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Delete(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	users, err := st.UsageBy(ctx, "user", day)
+	if err != nil || len(users) != 2 || users["web:alice"].Turns != 3 || users["web:carol"].Turns != 1 || users["web:alice"].CostUSD != 0.75 {
+		t.Fatalf("usage by user on %s: %+v %v, want alice 3 turns and carol 1", day.Format(time.DateOnly), users, err)
+	}
+	channels, err := st.UsageBy(ctx, "channel", day.Add(24*time.Hour))
+	if err != nil || len(channels) != 1 || channels["web"].Turns != 1 {
+		t.Fatalf("usage by channel on the next day: %+v %v, want web 1 turn", channels, err)
+	}
+	if none, err := st.UsageBy(ctx, "user", day.Add(-24*time.Hour)); err != nil || len(none) != 0 {
+		t.Fatalf("usage by user on a day without any: %+v %v", none, err)
+	}
 }
 
 func testDelete(t *testing.T, st session.Store) {
@@ -508,6 +526,9 @@ func testInbox(t *testing.T, st session.Store) {
 	}
 	if ok, err := st.Cancel(ctx, "q1", "p1"); err != nil || !ok {
 		t.Fatalf("cancelling a waiting prompt: %v %v", ok, err)
+	}
+	if ok, err := st.Cancel(ctx, "q1", "p1"); err != nil || ok {
+		t.Fatalf("cancelling a prompt twice: %v %v", ok, err)
 	}
 	if ok, _ := st.Cancel(ctx, "q1", "nope"); ok {
 		t.Fatal("cancelled an unknown prompt")
