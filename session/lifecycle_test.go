@@ -485,20 +485,7 @@ func TestButtonsOnAnotherReplica(t *testing.T) {
 	a := g.start(t, "replica-a", session.Config{})
 	b := g.start(t, "replica-b", session.Config{})
 	ctx := context.Background()
-	sub, err := a.mgr.Submit(ctx, "web:far", "web:owner", "ask:Bash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := sub.Session.ID
-	evs := a.waitFor(t, id, "a permission request", func(evs []session.Event) bool {
-		return count(evs, session.KindAgent, "control_request") == 1
-	})
-	var req string
-	for _, ev := range evs {
-		if field(ev.Data, "type") == "control_request" {
-			req = field(ev.Data, "request_id")
-		}
-	}
+	id, req := askPermission(t, a.env, "web:far", "web:owner")
 	if err := b.mgr.Decide(ctx, "web:far", req, "web:stranger", true, ""); !errors.Is(err, session.ErrForbidden) {
 		t.Fatalf("a stranger's decision on b: %v, want ErrForbidden", err)
 	}
@@ -510,7 +497,7 @@ func TestButtonsOnAnotherReplica(t *testing.T) {
 		t.Fatalf("the owner's decision on b: %v", err)
 	}
 	t.Logf("a decision taken on b was carried out on a in %v", time.Since(start))
-	evs = a.waitFor(t, id, "the turn to end", results(1))
+	evs := a.waitFor(t, id, "the turn to end", results(1))
 	if got := lastResultText(evs); got != "allow" {
 		t.Fatalf("the agent got %q, want allow", got)
 	}

@@ -392,27 +392,14 @@ func relayPID(t *testing.T, sb *sandbox.Sandbox) int {
 func TestDecideByOwnerAndAdminOnly(t *testing.T) {
 	e := newEnv(t, session.Config{Admins: []string{"slack:UADMIN"}})
 	ctx := context.Background()
-	sub, err := e.mgr.Submit(ctx, "web:perm", "slack:UOWNER", "ask:Bash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := sub.Session.ID
-	evs := e.waitFor(t, id, "a permission request", func(evs []session.Event) bool {
-		return count(evs, session.KindAgent, "control_request") == 1
-	})
-	var req string
-	for _, ev := range evs {
-		if field(ev.Data, "type") == "control_request" {
-			req = field(ev.Data, "request_id")
-		}
-	}
+	id, req := askPermission(t, e, "web:perm", "slack:UOWNER")
 	if err := e.mgr.Decide(ctx, "web:perm", req, "slack:USTRANGER", true, ""); !errors.Is(err, session.ErrForbidden) {
 		t.Fatalf("a stranger's decision: %v, want ErrForbidden", err)
 	}
 	if err := e.mgr.Decide(ctx, "web:perm", req, "slack:UOWNER", false, "not now"); err != nil {
 		t.Fatalf("the owner's decision: %v", err)
 	}
-	evs = e.waitFor(t, id, "the turn to end", results(1))
+	evs := e.waitFor(t, id, "the turn to end", results(1))
 	var dec session.Decision
 	for _, ev := range evs {
 		if ev.Kind == session.KindDecision {
@@ -560,6 +547,26 @@ func TestSettingsOfANewSessionAndChanges(t *testing.T) {
 	if ms := initModels(evs); ms[len(ms)-1] != "claude-haiku-4-5" {
 		t.Fatalf("models %v: the model was lost over a wake", ms)
 	}
+}
+
+// askPermission starts a turn in thread, as owner, in which Claude asks to use Bash, and
+// returns the session and the permission request once it is in the log.
+func askPermission(t *testing.T, e *env, thread, owner string) (id, req string) {
+	t.Helper()
+	sub, err := e.mgr.Submit(context.Background(), thread, owner, "ask:Bash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id = sub.Session.ID
+	evs := e.waitFor(t, id, "a permission request", func(evs []session.Event) bool {
+		return count(evs, session.KindAgent, "control_request") == 1
+	})
+	for _, ev := range evs {
+		if field(ev.Data, "type") == "control_request" {
+			req = field(ev.Data, "request_id")
+		}
+	}
+	return id, req
 }
 
 // gated holds the creation of sandboxes until open is closed: a sandbox that takes its time.
