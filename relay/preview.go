@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/nightona/nightona/internal/procfs"
 )
 
 // PreviewConfig says how to run the app's dev server, the one the sandbox's preview URL shows.
@@ -66,8 +68,35 @@ func (p *previewSupervisor) set(n RelayNotice) {
 	p.publish(n)
 }
 
+// devMarker is put in the dev server's environment, and so in that of everything it starts:
+// the next relay finds by it what a relay that was killed left running.
+func (p *previewSupervisor) devMarker() string {
+	return "NIGHTONA_DEV_SERVER=" + strconv.Itoa(p.cfg.Port)
+}
+
+// endStrays kills the dev server a previous relay left, if one did: a relay killed outright
+// (out of memory, say) cannot stop its dev server, whose processes the kernel hands to init
+// still holding the port. Without this the new one could not listen, and the preview would
+// show the old code.
+func (p *previewSupervisor) endStrays() {
+	strays := procfs.Marked(p.devMarker())
+	if len(strays) == 0 {
+		return
+	}
+	for _, s := range strays {
+		killPID(s.PID)
+	}
+	p.log.Warn("ended the dev server a previous relay left running", "processes", len(strays))
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if len(procfs.Marked(p.devMarker())) == 0 {
+			return
+		}
+	}
+}
+
 // run supervises the dev server until ctx ends, then stops it.
 func (p *previewSupervisor) run(ctx context.Context) {
+	p.endStrays()
 	backoff := time.Second
 	for {
 		started := time.Now()
@@ -104,7 +133,7 @@ func (p *previewSupervisor) once(ctx context.Context) (int, string) {
 	if env == nil {
 		env = os.Environ()
 	}
-	cmd.Env = append(env[:len(env):len(env)], "PORT="+strconv.Itoa(p.cfg.Port))
+	cmd.Env = append(env[:len(env):len(env)], "PORT="+strconv.Itoa(p.cfg.Port), p.devMarker())
 	out := newTailBuffer(8 << 10)
 	cmd.Stdout, cmd.Stderr = out, out
 	setGroupAttrs(cmd)

@@ -35,3 +35,6 @@ func killGroup(cmd *exec.Cmd, sig syscall.Signal) {
 		_ = syscall.Kill(-cmd.Process.Pid, sig)
 	}
 }
+
+// killPID kills one process.
+func killPID(pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) }

@@ -35,3 +35,10 @@ func killGroup(cmd *exec.Cmd, sig os.Signal) {
 	}
 	_ = cmd.Process.Kill()
 }
+
+// killPID kills one process.
+func killPID(pid int) {
+	if p, err := os.FindProcess(pid); err == nil {
+		_ = p.Kill()
+	}
+}

@@ -4,9 +4,16 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nightona/nightona/internal/procfs"
+	"github.com/nightona/nightona/internal/testenv"
 )
 
 func TestRunNeedsToken(t *testing.T) {
@@ -65,5 +72,67 @@ func TestAgentEnvDropsToken(t *testing.T) {
 	env := agentEnv([]string{"PATH=/bin", "NIGHTONA_RELAY_TOKEN=secret", "HOME=/h"})
 	if strings.Contains(strings.Join(env, " "), "secret") || len(env) != 2 {
 		t.Fatalf("agent env %v still carries the relay token", env)
+	}
+}
+
+// TestDevServerOfAKilledRelayIsEnded: a relay killed outright leaves its dev server running,
+// holding the port (the kernel kills only the relay's own child, not what that started). The
+// relay started next in its place ends it and runs its own.
+func TestDevServerOfAKilledRelayIsEnded(t *testing.T) {
+	if !procfs.Supported() {
+		t.Skip("needs /proc")
+	}
+	bin := testenv.RelayBinary(t)
+	dir := t.TempDir()
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // whatever a failure left
+		for _, p := range procfs.Marked("NIGHTONA_DEV_SERVER=" + strconv.Itoa(port)) {
+			_ = syscall.Kill(p.PID, syscall.SIGKILL)
+		}
+	})
+	// As npm run dev does, the shell stays and the server is its child; the server writes its
+	// pid, then answers with it.
+	dev := `node -e "require('fs').writeFileSync('dev.pid', String(process.pid)); require('http').createServer((q, s) => s.end(String(process.pid))).listen(process.env.PORT, '127.0.0.1')"; echo exited`
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-dir", dir, "-agent", "/bin/false", "-dev-command", dev, "-dev-port", strconv.Itoa(port))
+		cmd.Env = append(os.Environ(), "NIGHTONA_RELAY_TOKEN=tok")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	served := func(what string, want func(pid string) bool) string {
+		t.Helper()
+		var got string
+		testenv.WaitFor(t, 20*time.Second, what, func() bool {
+			resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			got = string(b)
+			return want(got)
+		})
+		return got
+	}
+
+	first := start()
+	oldPID := served("the first dev server", func(pid string) bool { return pid != "" })
+	_ = first.Process.Signal(syscall.SIGKILL)
+	_ = first.Wait()
+	old, _ := strconv.Atoi(oldPID)
+	if p, ok := procfs.Stat(old); !ok || !p.Live() {
+		t.Fatal("the dev server died with its relay: this test shows nothing here")
+	}
+
+	start()
+	newPID := served("a new dev server", func(pid string) bool { return pid != "" && pid != oldPID })
+	if p, ok := procfs.Stat(old); ok && p.Live() {
+		t.Fatalf("the dead relay's dev server (pid %s) still runs beside the new one (pid %s)", oldPID, newPID)
 	}
 }

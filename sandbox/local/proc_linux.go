@@ -1,12 +1,10 @@
 package local
 
 import (
-	"bytes"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"syscall"
+
+	"github.com/nightona/nightona/internal/procfs"
 )
 
 const termSignal = syscall.SIGTERM
@@ -37,22 +35,8 @@ func processAlive(pid int, marker string) bool {
 	if pid <= 0 || syscall.Kill(pid, 0) != nil {
 		return false
 	}
-	return hasMarker(strconv.Itoa(pid), marker)
-}
-
-func hasMarker(pid, marker string) bool {
-	env, err := os.ReadFile(filepath.Join("/proc", pid, "environ"))
-	if err != nil {
-		return false
-	}
-	stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
-	if err == nil {
-		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
-			return false // a zombie waiting to be reaped runs nothing
-		}
-	}
-	needle := []byte("\x00" + marker + "\x00")
-	return bytes.Contains(append(append([]byte{0}, env...), 0), needle)
+	p, ok := procfs.Stat(pid)
+	return ok && p.Live() && procfs.HasEnv(pid, marker) // a zombie waiting to be reaped runs nothing
 }
 
 // killLeftovers kills every process that carries the sandbox's marker in its environment: the
@@ -61,21 +45,9 @@ func hasMarker(pid, marker string) bool {
 // process outside the sandbox never has it, so nothing else is touched. It returns how many
 // it killed.
 func killLeftovers(marker string) int {
-	procs, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
-	self := os.Getpid()
 	killed := 0
-	for _, e := range procs {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		if !hasMarker(e.Name(), marker) {
-			continue
-		}
-		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+	for _, p := range procfs.Marked(marker) {
+		if syscall.Kill(p.PID, syscall.SIGKILL) == nil {
 			killed++
 		}
 	}

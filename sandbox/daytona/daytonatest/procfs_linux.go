@@ -9,90 +9,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/nightona/nightona/internal/procfs"
 )
-
-// procStat reads a process's state letter and process group from /proc/<pid>/stat.
-func procStat(pid string) (state byte, pgrp int, ok bool) {
-	data, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
-	if err != nil {
-		return 0, 0, false
-	}
-	// The command name is in parentheses and may itself hold spaces and parentheses.
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 3 {
-		return 0, 0, false
-	}
-	pgrp, err = strconv.Atoi(f[2])
-	if err != nil || len(f[0]) == 0 {
-		return 0, 0, false
-	}
-	return f[0][0], pgrp, true
-}
-
-// groupPIDs lists the processes of the given groups that are not zombies.
-func groupPIDs(pgids map[int]bool) ([]string, bool) {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, false
-	}
-	var pids []string
-	for _, e := range entries {
-		name := e.Name()
-		if name[0] < '0' || name[0] > '9' {
-			continue
-		}
-		state, pgrp, ok := procStat(name)
-		if ok && state != 'Z' && state != 'X' && pgids[pgrp] {
-			pids = append(pids, name)
-		}
-	}
-	return pids, true
-}
-
-// markedPIDs lists the live processes whose environment holds one of the markers
-// ("NAME=value" entries).
-func markedPIDs(markers map[string]bool) []int {
-	if len(markers) == 0 {
-		return nil
-	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	self := os.Getpid()
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		if state, _, ok := procStat(e.Name()); !ok || state == 'Z' || state == 'X' {
-			continue
-		}
-		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err != nil {
-			continue
-		}
-		for _, kv := range strings.Split(string(env), "\x00") {
-			if markers[kv] {
-				pids = append(pids, pid)
-				break
-			}
-		}
-	}
-	return pids
-}
-
-// liveMembers counts the group's processes that are not zombies; ok is false without /proc.
-func liveMembers(pgid int) (int, bool) {
-	pids, ok := groupPIDs(map[int]bool{pgid: true})
-	return len(pids), ok
-}
 
 // listeningPorts lists the TCP ports the processes of the groups listen on, as the daemon's
 // port detector would see them inside a container of their own.
@@ -101,7 +20,12 @@ func listeningPorts(pgids []int) []int {
 	for _, p := range pgids {
 		want[p] = true
 	}
-	pids, _ := groupPIDs(want)
+	var pids []string
+	for _, p := range procfs.All() {
+		if p.Live() && want[p.Pgrp] {
+			pids = append(pids, strconv.Itoa(p.PID))
+		}
+	}
 	inodes := map[string]bool{}
 	for _, pid := range pids {
 		fds, err := os.ReadDir(filepath.Join("/proc", pid, "fd"))

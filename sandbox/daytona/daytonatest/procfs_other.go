@@ -2,12 +2,6 @@
 
 package daytonatest
 
-// Without /proc the fake cannot tell zombies from live processes nor map sockets to
-// processes: groups count as alive while kill(0) finds them, no ports are reported, and
-// processes that left their group are not found.
-
-func liveMembers(int) (int, bool) { return 0, false }
-
-func markedPIDs(map[string]bool) []int { return nil }
+// Without /proc the fake cannot map sockets to processes: no ports are reported.
 
 func listeningPorts([]int) []int { return nil }

@@ -4,6 +4,8 @@ import (
 	"os"
 	"os/exec"
 	"time"
+
+	"github.com/nightona/nightona/internal/procfs"
 )
 
 // procGroup is a process a sandbox runs, in a process group of its own, with everything it
@@ -96,8 +98,8 @@ func killRemains(rs []remains, grace time.Duration) {
 		for _, g := range groups {
 			signalGroup(g, sig)
 		}
-		for _, pid := range markedPIDs(markers) {
-			signalPID(pid, sig)
+		for _, p := range procfs.Marked(keys(markers)...) {
+			signalPID(p.PID, sig)
 		}
 	}
 	gone := func(d time.Duration) bool {
@@ -122,13 +124,36 @@ func waitUnmarked(markers map[string]bool, d time.Duration) bool {
 		return true
 	}
 	deadline := time.Now().Add(d)
-	for len(markedPIDs(markers)) > 0 {
+	for len(procfs.Marked(keys(markers)...)) > 0 {
 		if time.Now().After(deadline) {
 			return false
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	return true
+}
+
+// liveMembers counts the group's processes that are not zombies; ok is false without /proc,
+// where processes that left their group are not found either.
+func liveMembers(pgid int) (int, bool) {
+	if !procfs.Supported() {
+		return 0, false
+	}
+	n := 0
+	for _, p := range procfs.All() {
+		if p.Pgrp == pgid && p.Live() {
+			n++
+		}
+	}
+	return n, true
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
 
 // signalGroup signals every process of the group, unless the group is already gone (its

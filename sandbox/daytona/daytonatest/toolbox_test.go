@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nightona/nightona/internal/procfs"
 )
 
 func TestToolboxFiles(t *testing.T) {
@@ -326,6 +328,6 @@ func processAlive(pid int) bool {
 	if syscall.Kill(pid, 0) != nil {
 		return false
 	}
-	state, _, ok := procStat(strconv.Itoa(pid))
-	return ok && state != 'Z'
+	p, ok := procfs.Stat(pid)
+	return ok && p.Live()
 }
