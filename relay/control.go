@@ -63,6 +63,9 @@ func (s *Server) Prompt(id, text, resume string) (duplicate bool, err error) {
 	if id != "" {
 		s.seen.add(id)
 	}
+	if s.pending == 0 {
+		s.begun = false
+	}
 	s.pending++ // before the write: the turn's result may be read before Write returns
 	if !p.initSeen {
 		p.written = append(p.written, text)
@@ -109,6 +112,13 @@ func (s *Server) Interrupt() error {
 func (s *Server) startInterrupt() (func() error, error) {
 	s.amu.Lock()
 	running := s.agent != nil && s.pending > 0
+	if running && !s.begun {
+		// The prompt is written but the CLI has not begun its turn: an interrupt now would be
+		// dropped. It goes as soon as the turn shows its first line.
+		s.stopNext = true
+		s.amu.Unlock()
+		return nil, nil
+	}
 	s.amu.Unlock()
 	if !running {
 		return nil, nil
@@ -385,14 +395,23 @@ func (s *Server) onAgentLine(p *agentProc, line []byte) {
 	var answer *controlResult
 	var waiter chan controlResult
 	var pr *permRequest
+	stopNow := false
 	switch head.Type {
-	case "system":
-		if head.Subtype == "init" {
-			p.initSeen, p.written = true, nil
+	case "system", "assistant", "stream_event", "user", "control_request":
+		if s.agent == p && s.pending > 0 && !s.begun {
+			s.begun = true // the turn is under way: an interrupt reaches it now
+			stopNow, s.stopNext = s.stopNext, false
 		}
 	case "result":
 		if s.agent == p && s.pending > 0 {
 			s.pending--
+			s.begun, s.stopNext = false, false // a queued turn has not begun yet
+		}
+	}
+	switch head.Type {
+	case "system":
+		if head.Subtype == "init" {
+			p.initSeen, p.written = true, nil
 		}
 	case "control_response":
 		if head.Response != nil {
@@ -430,6 +449,13 @@ func (s *Server) onAgentLine(p *agentProc, line []byte) {
 	if waiter != nil {
 		waiter <- *answer
 	}
+	if stopNow {
+		go func() {
+			if err := s.Interrupt(); err != nil {
+				s.log.Warn("could not interrupt a turn stopped before it began", "err", err)
+			}
+		}()
+	}
 	if head.Type == "control_request" && pr == nil && head.Request != nil {
 		// The relay registers no hooks or MCP servers, so nothing else should come; answer
 		// anyway, or the CLI would wait for ever.
@@ -449,6 +475,7 @@ func (s *Server) onAgentExit(p *agentProc, code int, stderr string) {
 	s.agent = nil
 	pending := s.pending
 	s.pending = 0
+	s.begun, s.stopNext = false, false
 	var ended []*permRequest
 	for id, pr := range s.perms {
 		if pr.agent == p {

@@ -102,6 +102,11 @@ type Server struct {
 	agent     *agentProc
 	sessionID string
 	pending   int
+	// begun says whether the oldest pending turn has shown output yet; stopNext, that an
+	// interrupt came before it had, to be sent when it does (the CLI drops an interrupt that
+	// reaches it before it has begun the turn).
+	begun     bool
+	stopNext  bool
 	mode      string
 	model     string
 	seen      *idSet

@@ -194,7 +194,7 @@ func (d *driver) connDied(ctx context.Context, conn *relayConn) *relayConn {
 func (d *driver) relayLost(err error) {
 	d.mu.Lock()
 	pending := d.pending
-	d.pending = 0
+	d.pending, d.finishing = 0, 0
 	d.client = nil
 	d.previewShown, d.crashShown = false, false
 	d.mu.Unlock()
@@ -214,7 +214,7 @@ func (d *driver) onConnect(info relay.Connected, first bool) {
 	hadTurn := d.hadTurn
 	if first {
 		// Whatever this replica knew, the relay knows better how many turns it runs.
-		d.pending = info.Hello.Agent.PendingTurns
+		d.pending, d.finishing = info.Hello.Agent.PendingTurns, 0
 		d.hadTurn = false
 	}
 	pending := d.pending

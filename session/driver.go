@@ -43,6 +43,9 @@ type driver struct {
 
 	mu        sync.Mutex
 	pending   int           // turns sent and not yet ended
+	// finishing counts results received and not yet acted on: their turns are over in the
+	// relay, though not yet in the log. A Stop then is for the next prompt, not for them.
+	finishing int
 	client    *relay.Client // nil while not connected
 	relayID   string        // the relay the client reads; set on connect
 	claudeID  string        // Claude Code's session id, as last seen
@@ -59,9 +62,12 @@ type driver struct {
 	hadTurn        bool // the session's state was running when this driver took it over
 
 	// delivering is the inbox entry the loop is delivering (bringing the sandbox up for it,
-	// sending it), "" between deliveries; stopEntry is an entry a Stop came for before the
-	// relay took it: deliver withdraws it, or interrupts it the moment the relay has it.
+	// sending it), "" between deliveries; sent is the last entry the relay took. stopEntry is
+	// an entry a Stop came for before the relay took it: the loop withdraws it, or interrupts
+	// its turn the moment the relay has it. All three change only under mu, so a Stop and the
+	// loop agree on which of them deals with an entry.
 	delivering string
+	sent       string
 	stopEntry  string
 
 	events eventBuffer
@@ -293,6 +299,10 @@ func (d *driver) process(ctx context.Context, conn *relayConn, idle *idleTimer) 
 			d.markTaken(e.ID)
 			continue
 		}
+		if d.isStopped(e.ID) {
+			d.withdrawStopped(ctx, e) // no need to start a sandbox for it
+			continue
+		}
 		idle.reset()
 		return d.deliver(ctx, conn, e, entries)
 	}
@@ -321,7 +331,10 @@ func (d *driver) deliver(ctx context.Context, conn *relayConn, e InboxEntry, wai
 	d.mu.Unlock()
 	defer func() {
 		d.mu.Lock()
-		d.delivering, d.stopEntry = "", ""
+		d.delivering = ""
+		if d.stopEntry == e.ID {
+			d.stopEntry = ""
+		}
 		d.mu.Unlock()
 	}()
 	for attempt := 0; ; attempt++ {
@@ -334,10 +347,7 @@ func (d *driver) deliver(ctx context.Context, conn *relayConn, e InboxEntry, wai
 		}
 		if d.stopRequested() {
 			// Stopped while the sandbox came up: Claude never sees it.
-			if _, err := d.m.withdraw(ctx, d.id, e.Prompt.ID, stoppedBeforeStart); err != nil {
-				d.log.Warn("could not withdraw a stopped prompt", "err", err)
-			}
-			d.markTaken(e.ID)
+			d.withdrawStopped(ctx, e)
 			return conn
 		}
 		if err := d.send(ctx, conn, e.Prompt); !errors.Is(err, errRelayGone) {
@@ -417,7 +427,11 @@ func (d *driver) send(ctx context.Context, conn *relayConn, p Prompt) error {
 	if r.dup {
 		d.endTurn() // its turn is the one the relay already runs, counted when we connected
 	}
-	if d.stopRequested() {
+	d.mu.Lock()
+	stop := d.delivering != "" && d.stopEntry == d.delivering
+	d.sent = d.delivering // from here on, a Stop interrupts the turn itself
+	d.mu.Unlock()
+	if stop {
 		// Stopped while on its way: the relay has it now, so the turn can be interrupted.
 		if err := d.interruptRelay(ctx, conn.client); err != nil {
 			d.log.Warn("could not stop a turn that was stopped as it began", "err", err)
@@ -431,6 +445,21 @@ func (d *driver) stopRequested() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.delivering != "" && d.stopEntry == d.delivering
+}
+
+// isStopped reports whether a Stop came for the entry before the relay took it.
+func (d *driver) isStopped(entry string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stopEntry == entry
+}
+
+// withdrawStopped takes an entry a Stop came for without sending it.
+func (d *driver) withdrawStopped(ctx context.Context, e InboxEntry) {
+	if _, err := d.m.withdraw(ctx, d.id, e.Prompt.ID, stoppedBeforeStart); err != nil {
+		d.log.Warn("could not withdraw a stopped prompt", "err", err)
+	}
+	d.markTaken(e.ID)
 }
 
 func (d *driver) undoTurn() {
@@ -491,44 +520,38 @@ func (d *driver) decide(ctx context.Context, requestID, user string, allow bool,
 	return nil
 }
 
-// interrupt stops the turn that runs, or the one about to: a prompt on its way to the relay
-// is withdrawn, or interrupted as soon as the relay has it, and one still waiting in the
-// inbox is withdrawn. A Stop pressed the moment a prompt was sent is not lost.
+// interrupt stops the turn that runs, or the one about to: a prompt waiting in the inbox or
+// on its way to the relay is withdrawn before Claude sees it, or its turn is interrupted the
+// moment the relay has it. A Stop pressed the moment a prompt is sent is not lost.
 func (d *driver) interrupt(ctx context.Context) error {
-	// Twice at most: a waiting prompt the loop takes meanwhile is stopped as a turn.
-	for range 2 {
-		d.mu.Lock()
-		c, pending, delivering := d.client, d.pending, d.delivering
-		if delivering != "" {
-			d.stopEntry = delivering // deliver sees it
-		}
+	d.mu.Lock()
+	c, running, delivering := d.client, d.pending-d.finishing > 0, d.delivering
+	if delivering != "" && d.sent != delivering {
+		d.stopEntry = delivering // the loop sees it before or right after sending
 		d.mu.Unlock()
-		switch {
-		case delivering != "":
-			return nil
-		case pending > 0:
-			if c == nil {
-				return nil // the relay is gone, and the turn with it
-			}
-			return d.interruptRelay(ctx, c)
-		}
+		return nil
+	}
+	d.mu.Unlock()
+	if !running && delivering == "" {
 		// No turn runs: the Stop is for the prompt that waits, if one does.
 		e, err := d.m.nextWaiting(ctx, d.id)
 		if err != nil || e == nil {
 			return err
 		}
 		d.mu.Lock()
-		d.stopEntry = e.ID // should the loop take it now, deliver withdraws it
-		taking := d.delivering == e.ID
-		d.mu.Unlock()
-		if taking {
+		if d.sent != e.ID {
+			d.stopEntry = e.ID // the loop withdraws it, or stops its turn, whichever is due
+			d.mu.Unlock()
+			d.wake()
 			return nil
 		}
-		if ok, err := d.m.withdraw(ctx, d.id, e.Prompt.ID, stoppedBeforeStart); ok || err != nil {
-			return err
-		}
+		c = d.client // sent meanwhile: its turn is the one to stop
+		d.mu.Unlock()
 	}
-	return nil
+	if c == nil {
+		return nil // the relay is gone, and the turn with it
+	}
+	return d.interruptRelay(ctx, c)
 }
 
 func (d *driver) interruptRelay(ctx context.Context, c *relay.Client) error {
@@ -599,7 +622,7 @@ func (d *driver) stop(conn *relayConn, cause string) error {
 		<-conn.dead
 	}
 	d.mu.Lock()
-	d.client, d.pending = nil, 0
+	d.client, d.pending, d.finishing = nil, 0, 0
 	d.previewShown, d.crashShown = false, false
 	d.mu.Unlock()
 	sess, err := d.m.store.Get(ctx, d.id)

@@ -36,8 +36,12 @@ type bufferedEvent struct {
 // onEvent runs on the client's goroutine for each relay event, in order. It logs the event
 // with the driver's fence, or buffers it while the store is away.
 func (d *driver) onEvent(ev relay.Event) error {
+	result := isResult(ev)
 	d.mu.Lock()
 	cur := Cursor{RelayID: d.relayID, Seq: ev.Seq}
+	if result {
+		d.finishing++
+	}
 	d.mu.Unlock()
 	b := &d.events
 	b.mu.Lock()
@@ -78,6 +82,13 @@ func (d *driver) log1(ev relay.Event, cur Cursor) error {
 	if err != nil {
 		return fmt.Errorf("log relay event %d: %w", ev.Seq, err)
 	}
+	if isResult(ev) {
+		defer func() {
+			d.mu.Lock()
+			d.finishing = max(d.finishing-1, 0)
+			d.mu.Unlock()
+		}()
+	}
 	if seq == 0 {
 		return nil // already logged (by a replica that drove the session before)
 	}
@@ -88,6 +99,17 @@ func (d *driver) log1(ev relay.Event, cur Cursor) error {
 		d.observeNotice(ev.Data)
 	}
 	return nil
+}
+
+// isResult reports whether the event is Claude Code's result line, which ends a turn.
+func isResult(ev relay.Event) bool {
+	if ev.Kind == relay.KindRelay || !hasType(ev.Data, `"result"`) {
+		return false
+	}
+	var l struct {
+		Type string `json:"type"`
+	}
+	return json.Unmarshal(ev.Data, &l) == nil && l.Type == "result"
 }
 
 // flush logs the buffered events as soon as the store answers again, oldest first.

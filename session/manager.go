@@ -479,23 +479,28 @@ func (m *Manager) Interrupt(ctx context.Context, thread string) error {
 	if err != nil {
 		return err
 	}
-	if d := m.driverOf(sess.ID); d != nil {
-		return d.interrupt(ctx)
+	for range 3 {
+		if d := m.driverOf(sess.ID); d != nil {
+			return d.interrupt(ctx)
+		}
+		elsewhere, err := m.drivenElsewhere(ctx, sess.ID)
+		if err != nil {
+			return err
+		}
+		if elsewhere {
+			return m.sendControl(ctx, sess.ID, control{Kind: controlInterrupt})
+		}
+		// No replica drives it: the prompt that waits, if any, is withdrawn before one takes it.
+		e, err := m.nextWaiting(ctx, sess.ID)
+		if err != nil || e == nil {
+			return err
+		}
+		if ok, err := m.withdraw(ctx, sess.ID, e.Prompt.ID, stoppedBeforeStart); ok || err != nil {
+			return err
+		}
+		// A driver took it meanwhile: stop it there.
 	}
-	elsewhere, err := m.drivenElsewhere(ctx, sess.ID)
-	if err != nil {
-		return err
-	}
-	if elsewhere {
-		return m.sendControl(ctx, sess.ID, control{Kind: controlInterrupt})
-	}
-	// No replica drives it: the prompt that waits, if any, is withdrawn before one takes it.
-	e, err := m.nextWaiting(ctx, sess.ID)
-	if err != nil || e == nil {
-		return err
-	}
-	_, err = m.withdraw(ctx, sess.ID, e.Prompt.ID, stoppedBeforeStart)
-	return err
+	return nil
 }
 
 // nextWaiting returns the session's first prompt that waits in its inbox, nil for none.
