@@ -105,16 +105,16 @@ type Server struct {
 	// begun says whether the oldest pending turn has shown output yet; stopNext, that an
 	// interrupt came before it had, to be sent when it does (the CLI drops an interrupt that
 	// reaches it before it has begun the turn).
-	begun     bool
-	stopNext  bool
-	mode      string
-	model     string
-	seen      *idSet
-	stopping  bool
-	ctrlSeq   int
-	perms     map[string]*permRequest
-	waits     map[string]chan controlResult
-	restarts  []time.Time
+	begun    bool
+	stopNext bool
+	mode     string
+	model    string
+	seen     *idSet
+	stopping bool
+	ctrlSeq  int
+	perms    map[string]*permRequest
+	waits    map[string]chan controlResult
+	restarts []time.Time
 }
 
 // NewServer checks the configuration and makes a Server. The agent is started on the first

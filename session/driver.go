@@ -41,8 +41,8 @@ type driver struct {
 	held      atomic.Int64 // the fence, for the manager's lease check
 	inboxDone string       // owned by the loop
 
-	mu        sync.Mutex
-	pending   int           // turns sent and not yet ended
+	mu      sync.Mutex
+	pending int // turns sent and not yet ended
 	// finishing counts results received and not yet acted on: their turns are over in the
 	// relay, though not yet in the log. A Stop then is for the next prompt, not for them.
 	finishing int
