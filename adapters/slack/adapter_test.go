@@ -490,7 +490,10 @@ func TestFollowerRestart(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			follow(a2, func() bool { return strings.Contains(e.content(channel, ts), "Done in") })
+			// Landed: the footer is in, and (when streaming) the message with Stop is gone.
+			follow(a2, func() bool {
+				return strings.Contains(e.content(channel, ts), "Done in") && len(e.fake.BotMessages(channel, ts)) == 1
+			})
 			got := e.content(channel, ts)
 			for i := 0; i < 30; i++ {
 				w := "word" + itoa(i)
