@@ -304,6 +304,8 @@ type lineHead struct {
 	} `json:"response"`
 	// result of a start that could not resume
 	Errors []string `json:"errors"`
+	// system/session_state_changed: idle, running, requires_action
+	State string `json:"state"`
 }
 
 // controlResponse is the stdout-bound answer to a control request of the CLI.

@@ -398,6 +398,9 @@ func (s *Server) onAgentLine(p *agentProc, line []byte) {
 	stopNow := false
 	switch head.Type {
 	case "system", "assistant", "stream_event", "user", "control_request":
+		if head.Type == "system" && head.Subtype != "init" && head.State != "running" {
+			break // a status, or the state going idle after the last turn: no turn begins
+		}
 		if s.agent == p && s.pending > 0 && !s.begun {
 			s.begun = true // the turn is under way: an interrupt reaches it now
 			stopNow, s.stopNext = s.stopNext, false
