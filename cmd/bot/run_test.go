@@ -554,6 +554,35 @@ func TestStopFromConsole(t *testing.T) {
 	}
 }
 
+// TestStopAsSoonAsSent stops a thread's first prompt the moment it is sent, while its sandbox
+// comes up: whether it is withdrawn before Claude sees it or its turn is interrupted as it
+// begins, it does not run to its end, and the thread goes on.
+func TestStopAsSoonAsSent(t *testing.T) {
+	b := startBot(t, baseEnv(t))
+	thread := b.newThread()
+	f := b.follow(thread, 0)
+	sent := b.prompt(thread, "scenario:slow:400:50 a long story")
+	if status, out := b.post("/api/threads/"+thread+"/interrupt", map[string]any{}); status != http.StatusAccepted {
+		t.Fatalf("interrupt: %d %v", status, out)
+	}
+	withdrawn := func(fr frame) bool {
+		return fr.Kind == "status" && fr.field("stage") == "prompt_cancelled" && fr.field("prompt_id") == sent["prompt_id"]
+	}
+	got := f.until("the stopped prompt's end", 15*time.Second, func(fr frame) bool { return withdrawn(fr) || isResult(fr) })
+	last := got[len(got)-1]
+	switch {
+	case withdrawn(last):
+		t.Logf("withdrawn before Claude saw it: %s", last.field("message"))
+	case last.field("subtype") != "error_during_execution":
+		t.Fatalf("stopped as soon as sent, the turn ended with %s", last.Data)
+	}
+	b.prompt(thread, "scenario:text after stop")
+	next := f.until("the next result", 60*time.Second, isResult)
+	if r := next[len(next)-1]; r.field("subtype") != "success" || !strings.Contains(r.field("result"), "after stop") {
+		t.Fatalf("turn after Stop: %s", r.Data)
+	}
+}
+
 // TestApproveFromConsole approves a Bash call Claude asks permission for, with the real CLI.
 func TestApproveFromConsole(t *testing.T) {
 	b := startBot(t, baseEnv(t))
