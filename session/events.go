@@ -29,8 +29,9 @@ type eventBuffer struct {
 }
 
 type bufferedEvent struct {
-	ev  relay.Event
-	cur Cursor
+	ev     relay.Event
+	cur    Cursor
+	result bool // Claude Code's result line (see isResult)
 }
 
 // onEvent runs on the client's goroutine for each relay event, in order. It logs the event
@@ -47,7 +48,7 @@ func (d *driver) onEvent(ev relay.Event) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.items) == 0 {
-		err := d.log1(ev, cur)
+		err := d.log1(ev, cur, result)
 		if err == nil || !errors.Is(err, ErrStoreDown) {
 			return err
 		}
@@ -58,7 +59,7 @@ func (d *driver) onEvent(ev relay.Event) error {
 	if len(b.items) >= d.m.cfg.EventBuffer {
 		return errBacklogFull
 	}
-	b.items = append(b.items, bufferedEvent{ev, cur})
+	b.items = append(b.items, bufferedEvent{ev, cur, result})
 	d.m.metrics.bufferedEvents.Inc()
 	if !b.flushing {
 		b.flushing = true
@@ -69,7 +70,7 @@ func (d *driver) onEvent(ev relay.Event) error {
 
 // log1 appends one relay event and acts on it. Called with the buffer's lock held, so events
 // are logged and acted on in order.
-func (d *driver) log1(ev relay.Event, cur Cursor) error {
+func (d *driver) log1(ev relay.Event, cur Cursor, result bool) error {
 	kind := KindAgent
 	if ev.Kind == relay.KindRelay {
 		kind = KindNotice
@@ -82,7 +83,7 @@ func (d *driver) log1(ev relay.Event, cur Cursor) error {
 	if err != nil {
 		return fmt.Errorf("log relay event %d: %w", ev.Seq, err)
 	}
-	if isResult(ev) {
+	if result {
 		defer func() {
 			d.mu.Lock()
 			d.finishing = max(d.finishing-1, 0)
@@ -127,7 +128,7 @@ func (d *driver) flush() {
 			return
 		}
 		it := b.items[0]
-		err := d.log1(it.ev, it.cur)
+		err := d.log1(it.ev, it.cur, it.result)
 		switch {
 		case err == nil:
 			b.items = b.items[1:]
