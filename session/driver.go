@@ -36,6 +36,10 @@ type driver struct {
 
 	// wantSandbox asks for the sandbox to be up with no prompt (Manager.Wake).
 	wantSandbox atomic.Bool
+	// kicked: the manager woke the driver and the loop has not looked since. A driver that
+	// ends kicked may have been asked something after its last look (a wake while it was
+	// letting go, say), so the manager starts the session's next driver to carry it out.
+	kicked atomic.Bool
 
 	fence     int64        // set once by acquire, read by the driver's goroutines
 	held      atomic.Int64 // the fence, for the manager's lease check
@@ -281,6 +285,7 @@ func (d *driver) process(ctx context.Context, conn *relayConn, idle *idleTimer) 
 	if d.pendingTurns() > 0 || d.isLost() {
 		return conn
 	}
+	d.kicked.Store(false)
 	if d.wantSandbox.Swap(false) && conn == nil {
 		idle.reset()
 		var err error
@@ -606,6 +611,7 @@ func (d *driver) stopSandbox(ctx context.Context, cause string) error {
 
 // stop interrupts a running turn, stops the sandbox and records it. Called on the loop.
 func (d *driver) stop(conn *relayConn, cause string) error {
+	d.wantSandbox.Store(false) // a stop supersedes a wake asked before it
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if conn != nil && d.pendingTurns() > 0 {

@@ -478,6 +478,51 @@ func TestWakeWithoutAPrompt(t *testing.T) {
 	})
 }
 
+// slowToLetGo is a follower that takes a while to show the last state once its session is let
+// go, as a chat adapter does when its API is slow.
+type slowToLetGo struct{ delay time.Duration }
+
+func (f slowToLetGo) Follow(ctx context.Context, _ *session.Session) {
+	<-ctx.Done()
+	time.Sleep(f.delay)
+}
+
+// TestWakeRightAfterStop: a wake asked while the stopped session's driver is still letting go
+// (its followers showing the last state) is carried out, not lost with that driver.
+func TestWakeRightAfterStop(t *testing.T) {
+	e := newEnv(t, session.Config{})
+	e.mgr.AddFollower(slowToLetGo{delay: 500 * time.Millisecond})
+	ctx := context.Background()
+	sub, err := e.mgr.Submit(ctx, "web:rewake", "web:owner", "echo first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sub.Session.ID
+	e.waitFor(t, id, "the turn", results(1))
+	if err := e.mgr.Stop(ctx, "web:rewake", "web:owner"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.mgr.Wake(ctx, "web:rewake", "web:owner"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 15*time.Second, "the sandbox to be up again", func() bool {
+		s, _ := e.store.Get(ctx, id)
+		if s.State != session.StateIdle {
+			return false
+		}
+		sb, err := e.provider.Get(ctx, s.SandboxID)
+		return err == nil && sb.State == sandbox.StateStarted && sb.Relay != nil
+	})
+	// A stop then supersedes the wake before it: the sandbox stays stopped.
+	if err := e.mgr.Stop(ctx, "web:rewake", "web:owner"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if s, _ := e.store.Get(ctx, id); s.State != session.StateStopped {
+		t.Fatalf("state %s after the last stop, want stopped", s.State)
+	}
+}
+
 // TestButtonsOnAnotherReplica: a decision and a Stop taken on a replica that does not drive
 // the session reach the one that does, and their outcome comes back.
 func TestButtonsOnAnotherReplica(t *testing.T) {

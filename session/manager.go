@@ -409,6 +409,7 @@ func (m *Manager) startDriver(id string, prepare ...func(*driver)) {
 		for _, p := range prepare {
 			p(d)
 		}
+		d.kicked.Store(true)
 		d.wake()
 		return
 	}
@@ -425,7 +426,17 @@ func (m *Manager) startDriver(id string, prepare ...func(*driver)) {
 		m.mu.Lock()
 		delete(m.drivers, id)
 		m.metrics.activeSessions.Set(float64(len(m.drivers)))
+		again := d.kicked.Load() && !m.closing
 		m.mu.Unlock()
+		if again {
+			// Woken after its last look: the next driver carries out what was asked.
+			want := d.wantSandbox.Load()
+			m.startDriver(id, func(n *driver) {
+				if want {
+					n.wantSandbox.Store(true)
+				}
+			})
+		}
 	}()
 }
 
