@@ -457,14 +457,7 @@ func TestWakeWithoutAPrompt(t *testing.T) {
 	if err := e.mgr.Wake(ctx, "web:wake", "web:admin"); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFor(t, 15*time.Second, "the sandbox to be up", func() bool {
-		s, _ := e.store.Get(ctx, id)
-		if s.State != session.StateIdle {
-			return false
-		}
-		sb, err := e.provider.Get(ctx, s.SandboxID)
-		return err == nil && sb.State == sandbox.StateStarted && sb.Relay != nil
-	})
+	e.waitUp(t, id)
 	evs := e.events(t, id)
 	if !containsStage(evs[before:], session.StageSandboxWaking) {
 		t.Fatal("the wake was not shown")
@@ -475,6 +468,20 @@ func TestWakeWithoutAPrompt(t *testing.T) {
 	testenv.WaitFor(t, 15*time.Second, "the woken sandbox to stop when idle", func() bool {
 		s, _ := e.store.Get(ctx, id)
 		return s.State == session.StateStopped
+	})
+}
+
+// waitUp waits for the session to be idle with its sandbox started and its relay up.
+func (e *env) waitUp(t *testing.T, id string) {
+	t.Helper()
+	ctx := context.Background()
+	testenv.WaitFor(t, 15*time.Second, "the sandbox to be up", func() bool {
+		s, _ := e.store.Get(ctx, id)
+		if s.State != session.StateIdle {
+			return false
+		}
+		sb, err := e.provider.Get(ctx, s.SandboxID)
+		return err == nil && sb.State == sandbox.StateStarted && sb.Relay != nil
 	})
 }
 
@@ -505,14 +512,7 @@ func TestWakeRightAfterStop(t *testing.T) {
 	if err := e.mgr.Wake(ctx, "web:rewake", "web:owner"); err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFor(t, 15*time.Second, "the sandbox to be up again", func() bool {
-		s, _ := e.store.Get(ctx, id)
-		if s.State != session.StateIdle {
-			return false
-		}
-		sb, err := e.provider.Get(ctx, s.SandboxID)
-		return err == nil && sb.State == sandbox.StateStarted && sb.Relay != nil
-	})
+	e.waitUp(t, id)
 	// A stop then supersedes the wake before it: the sandbox stays stopped.
 	if err := e.mgr.Stop(ctx, "web:rewake", "web:owner"); err != nil {
 		t.Fatal(err)
