@@ -30,6 +30,7 @@ type control struct {
 	ID        string    `json:"id"`
 	Kind      string    `json:"kind"`
 	RequestID string    `json:"request_id,omitempty"`
+	PromptID  string    `json:"prompt_id,omitempty"`
 	User      string    `json:"user,omitempty"`
 	Allow     bool      `json:"allow,omitempty"`
 	Message   string    `json:"message,omitempty"`
@@ -129,7 +130,7 @@ func (d *driver) takeControls(ctx context.Context) {
 		case controlDecide:
 			cerr = d.decide(ctx, c.RequestID, c.User, c.Allow, c.Message)
 		case controlInterrupt:
-			cerr = d.interrupt(ctx)
+			cerr = d.interrupt(ctx, c.PromptID)
 		default:
 			cerr = fmt.Errorf("unknown control request %q", c.Kind)
 		}

@@ -66,13 +66,15 @@ type driver struct {
 	hadTurn        bool // the session's state was running when this driver took it over
 
 	// delivering is the inbox entry the loop is delivering (bringing the sandbox up for it,
-	// sending it), "" between deliveries; sent is the last entry the relay took. stopEntry is
-	// an entry a Stop came for before the relay took it: the loop withdraws it, or interrupts
-	// its turn the moment the relay has it. All three change only under mu, so a Stop and the
-	// loop agree on which of them deals with an entry.
-	delivering string
-	sent       string
-	stopEntry  string
+	// sending it), "" between deliveries; sent is the last entry the relay took, sentPrompt
+	// its prompt. stopped holds the entries a Stop came for before the relay took them: the
+	// loop withdraws them, or interrupts the turn the moment the relay has it. All of these
+	// change only under mu, so a Stop and the loop agree on which of them deals with an entry.
+	delivering       string
+	deliveringPrompt string
+	sent             string
+	sentPrompt       string
+	stopped          map[string]bool
 
 	events eventBuffer
 	busy   atomic.Bool // the loop is delivering a prompt
@@ -301,6 +303,7 @@ func (d *driver) process(ctx context.Context, conn *relayConn, idle *idleTimer) 
 	}
 	for _, e := range entries {
 		if e.Cancelled {
+			d.unstop(e.ID)
 			d.markTaken(e.ID)
 			continue
 		}
@@ -332,14 +335,12 @@ func (d *driver) deliver(ctx context.Context, conn *relayConn, e InboxEntry, wai
 	d.busy.Store(true)
 	defer d.busy.Store(false)
 	d.mu.Lock()
-	d.delivering = e.ID
+	d.delivering, d.deliveringPrompt = e.ID, e.Prompt.ID
 	d.mu.Unlock()
 	defer func() {
 		d.mu.Lock()
-		d.delivering = ""
-		if d.stopEntry == e.ID {
-			d.stopEntry = ""
-		}
+		d.delivering, d.deliveringPrompt = "", ""
+		delete(d.stopped, e.ID)
 		d.mu.Unlock()
 	}()
 	for attempt := 0; ; attempt++ {
@@ -433,8 +434,8 @@ func (d *driver) send(ctx context.Context, conn *relayConn, p Prompt) error {
 		d.endTurn() // its turn is the one the relay already runs, counted when we connected
 	}
 	d.mu.Lock()
-	stop := d.delivering != "" && d.stopEntry == d.delivering
-	d.sent = d.delivering // from here on, a Stop interrupts the turn itself
+	stop := d.delivering != "" && d.stopped[d.delivering]
+	d.sent, d.sentPrompt = d.delivering, d.deliveringPrompt // from here on, a Stop interrupts the turn itself
 	d.mu.Unlock()
 	if stop {
 		// Stopped while on its way: the relay has it now, so the turn can be interrupted.
@@ -449,14 +450,29 @@ func (d *driver) send(ctx context.Context, conn *relayConn, p Prompt) error {
 func (d *driver) stopRequested() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.delivering != "" && d.stopEntry == d.delivering
+	return d.delivering != "" && d.stopped[d.delivering]
 }
 
 // isStopped reports whether a Stop came for the entry before the relay took it.
 func (d *driver) isStopped(entry string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.stopEntry == entry
+	return d.stopped[entry]
+}
+
+// markStopped records a Stop for an entry the relay has not taken. Called under mu.
+func (d *driver) markStopped(entry string) {
+	if d.stopped == nil {
+		d.stopped = map[string]bool{}
+	}
+	d.stopped[entry] = true
+}
+
+// unstop forgets a Stop for an entry that is dealt with.
+func (d *driver) unstop(entry string) {
+	d.mu.Lock()
+	delete(d.stopped, entry)
+	d.mu.Unlock()
 }
 
 // withdrawStopped takes an entry a Stop came for without sending it.
@@ -464,6 +480,7 @@ func (d *driver) withdrawStopped(ctx context.Context, e InboxEntry) {
 	if _, err := d.m.withdraw(ctx, d.id, e.Prompt.ID, stoppedBeforeStart); err != nil {
 		d.log.Warn("could not withdraw a stopped prompt", "err", err)
 	}
+	d.unstop(e.ID)
 	d.markTaken(e.ID)
 }
 
@@ -525,29 +542,40 @@ func (d *driver) decide(ctx context.Context, requestID, user string, allow bool,
 	return nil
 }
 
-// interrupt stops the turn that runs, or the one about to: a prompt waiting in the inbox or
-// on its way to the relay is withdrawn before Claude sees it, or its turn is interrupted the
-// moment the relay has it. A Stop pressed the moment a prompt is sent is not lost.
-func (d *driver) interrupt(ctx context.Context) error {
+// interrupt stops the turn of prompt promptID ("" for whichever is current): the one that
+// runs, or the one about to. A prompt waiting in the inbox or on its way to the relay is
+// withdrawn before Claude sees it, or its turn is interrupted the moment the relay has it. A
+// Stop pressed the moment a prompt is sent is not lost; one for a turn that is over stops
+// nothing, not even the turn after it.
+func (d *driver) interrupt(ctx context.Context, promptID string) error {
 	d.mu.Lock()
 	c, running, delivering := d.client, d.pending-d.finishing > 0, d.delivering
-	if delivering != "" && d.sent != delivering {
-		d.stopEntry = delivering // the loop sees it before or right after sending
+	if delivering != "" && d.sent != delivering && (promptID == "" || promptID == d.deliveringPrompt) {
+		d.markStopped(delivering) // the loop sees it before or right after sending
 		d.mu.Unlock()
 		return nil
 	}
+	current := (running || delivering != "") && (promptID == "" || promptID == d.sentPrompt)
 	d.mu.Unlock()
-	if !running && delivering == "" {
-		// No turn runs: the Stop is for the prompt that waits, if one does.
-		e, err := d.m.nextWaiting(ctx, d.id)
+	if !current {
+		// No turn of that prompt runs: the Stop is for a prompt that waits, if one does.
+		e, err := d.m.waitingEntry(ctx, d.id, promptID)
 		if err != nil || e == nil {
 			return err
 		}
 		d.mu.Lock()
-		if d.sent != e.ID {
-			d.stopEntry = e.ID // the loop withdraws it, or stops its turn, whichever is due
+		if d.sent != e.ID && d.delivering != e.ID {
+			// Marked, the loop will not send it: it can be withdrawn now, even while another
+			// turn runs, and the loop takes it when it comes to it.
+			d.markStopped(e.ID)
 			d.mu.Unlock()
+			_, err := d.m.withdraw(ctx, d.id, e.Prompt.ID, stoppedBeforeStart)
 			d.wake()
+			return err
+		}
+		if d.sent != e.ID {
+			d.markStopped(e.ID) // on its way: the loop withdraws it or stops its turn
+			d.mu.Unlock()
 			return nil
 		}
 		c = d.client // sent meanwhile: its turn is the one to stop

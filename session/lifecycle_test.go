@@ -561,7 +561,7 @@ func TestButtonsOnAnotherReplica(t *testing.T) {
 		s, _ := a.store.Get(ctx, id)
 		return s.State == session.StateRunning
 	})
-	if err := b.mgr.Interrupt(ctx, "web:far"); err != nil {
+	if err := b.mgr.Interrupt(ctx, "web:far", ""); err != nil {
 		t.Fatalf("Stop on b: %v", err)
 	}
 	evs = a.waitFor(t, id, "the interrupted turn to end", results(2))
@@ -569,7 +569,7 @@ func TestButtonsOnAnotherReplica(t *testing.T) {
 		t.Fatalf("%d lines of a 200-line turn: the Stop on b did not interrupt it", n)
 	}
 	// No replica drives a finished session's turn: Stop is a no-op, at once.
-	if err := b.mgr.Interrupt(ctx, "web:far"); err != nil {
+	if err := b.mgr.Interrupt(ctx, "web:far", ""); err != nil {
 		t.Fatalf("Stop with nothing running: %v", err)
 	}
 	// A Stop on b the moment a prompt is sent on a is not lost either.

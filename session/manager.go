@@ -482,27 +482,29 @@ func (m *Manager) Decide(ctx context.Context, thread, requestID, user string, al
 	return m.sendControl(ctx, sess.ID, control{Kind: controlDecide, RequestID: requestID, User: user, Allow: allow, Message: message})
 }
 
-// Interrupt stops the thread's turn: the one that runs, or, if none does yet, the prompt that
-// is on its way to Claude or waits for it (withdrawn before Claude starts on it). Wherever the
-// session is driven, the Stop reaches it; pressed the moment a prompt is sent, it is not lost.
-func (m *Manager) Interrupt(ctx context.Context, thread string) error {
+// Interrupt stops the turn of the thread's prompt promptID, or with promptID "" the current
+// one: the turn that runs, or, if none does yet, the prompt that is on its way to Claude or
+// waits for it (withdrawn before Claude starts on it). Wherever the session is driven, the
+// Stop reaches it; pressed the moment a prompt is sent, it is not lost. A Stop for a prompt
+// whose turn is over does nothing: a button pressed as its turn ended leaves the next alone.
+func (m *Manager) Interrupt(ctx context.Context, thread, promptID string) error {
 	sess, err := m.store.ByThread(ctx, thread)
 	if err != nil {
 		return err
 	}
 	for range 3 {
 		if d := m.driverOf(sess.ID); d != nil {
-			return d.interrupt(ctx)
+			return d.interrupt(ctx, promptID)
 		}
 		elsewhere, err := m.drivenElsewhere(ctx, sess.ID)
 		if err != nil {
 			return err
 		}
 		if elsewhere {
-			return m.sendControl(ctx, sess.ID, control{Kind: controlInterrupt})
+			return m.sendControl(ctx, sess.ID, control{Kind: controlInterrupt, PromptID: promptID})
 		}
 		// No replica drives it: the prompt that waits, if any, is withdrawn before one takes it.
-		e, err := m.nextWaiting(ctx, sess.ID)
+		e, err := m.waitingEntry(ctx, sess.ID, promptID)
 		if err != nil || e == nil {
 			return err
 		}
@@ -514,8 +516,9 @@ func (m *Manager) Interrupt(ctx context.Context, thread string) error {
 	return nil
 }
 
-// nextWaiting returns the session's first prompt that waits in its inbox, nil for none.
-func (m *Manager) nextWaiting(ctx context.Context, id string) (*InboxEntry, error) {
+// waitingEntry returns the inbox entry of the session's prompt promptID while it waits, or
+// with promptID "" the first prompt that waits; nil for none.
+func (m *Manager) waitingEntry(ctx context.Context, id, promptID string) (*InboxEntry, error) {
 	sess, err := m.store.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -525,7 +528,7 @@ func (m *Manager) nextWaiting(ctx context.Context, id string) (*InboxEntry, erro
 		return nil, err
 	}
 	for i := range entries {
-		if !entries[i].Cancelled {
+		if !entries[i].Cancelled && (promptID == "" || entries[i].Prompt.ID == promptID) {
 			return &entries[i], nil
 		}
 	}

@@ -598,7 +598,7 @@ func TestStopWhileTheSandboxStarts(t *testing.T) {
 	}
 	id := sub.Session.ID
 	e.waitFor(t, id, "the sandbox to be starting", func(evs []session.Event) bool { return containsStage(evs, session.StageSandboxStarting) })
-	if err := e.mgr.Interrupt(ctx, "web:early"); err != nil {
+	if err := e.mgr.Interrupt(ctx, "web:early", ""); err != nil {
 		t.Fatalf("Stop while the sandbox starts: %v", err)
 	}
 	close(gate)
@@ -626,6 +626,67 @@ func TestStopTheMomentAPromptIsSent(t *testing.T) {
 	stopsRightAfter(t, e, e.mgr, "web:quick", id, 5)
 }
 
+// TestStopNamesItsTurn: a Stop that names its prompt stops that prompt's turn and no other: a
+// queued one is withdrawn while another turn runs, and one pressed after its turn ended leaves
+// the next turn alone.
+func TestStopNamesItsTurn(t *testing.T) {
+	e := newEnv(t, session.Config{})
+	ctx := context.Background()
+	a, err := e.mgr.Submit(ctx, "web:named", "web:a", "slow:100:50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := a.Session.ID
+	e.waitFor(t, id, "the first turn to stream", func(evs []session.Event) bool {
+		return count(evs, session.KindAgent, "assistant") >= 3
+	})
+	b, err := e.mgr.Submit(ctx, "web:named", "web:a", "slow:30:50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.mgr.Submit(ctx, "web:named", "web:a", "echo c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.Queued || !c.Queued {
+		t.Fatalf("queued: %v %v, want both behind the running turn", b.Queued, c.Queued)
+	}
+
+	// The last queued prompt's Stop withdraws it at once; the running turn goes on.
+	if err := e.mgr.Interrupt(ctx, "web:named", c.PromptID); err != nil {
+		t.Fatal(err)
+	}
+	evs := e.waitFor(t, id, "the queued prompt withdrawn", func(evs []session.Event) bool { return cancelledPrompt(evs, c.PromptID) })
+	if n := count(evs, session.KindAgent, "result"); n != 0 || cancelledPrompt(evs, b.PromptID) {
+		t.Fatalf("%d turns ended and the other queued prompt withdrawn=%v: the Stop reached more than its prompt", n, cancelledPrompt(evs, b.PromptID))
+	}
+
+	// The running turn's Stop ends it; the next queued prompt then runs.
+	if err := e.mgr.Interrupt(ctx, "web:named", a.PromptID); err != nil {
+		t.Fatal(err)
+	}
+	evs = e.waitFor(t, id, "the first turn to be stopped", results(1))
+	if got := lastResultText(evs); got == "slow done" {
+		t.Fatal("the first turn ran to its end after its Stop")
+	}
+	before := count(evs, session.KindAgent, "assistant")
+	e.waitFor(t, id, "the next turn to stream", func(evs []session.Event) bool {
+		return count(evs, session.KindAgent, "assistant") >= before+2
+	})
+
+	// A Stop for the turn that ended, late, leaves the one now running alone.
+	if err := e.mgr.Interrupt(ctx, "web:named", a.PromptID); err != nil {
+		t.Fatal(err)
+	}
+	evs = e.waitFor(t, id, "the next turn to end", results(2))
+	if got := lastResultText(evs); got != "slow done" {
+		t.Fatalf("the turn after got %q: a late Stop for the turn before stopped it", got)
+	}
+	if n := count(evs, session.KindAgent, "result"); n != 2 {
+		t.Fatalf("%d turns ran, want 2 (the third was withdrawn)", n)
+	}
+}
+
 // stopsRightAfter sends n slow prompts to thread on e, each stopped through stopper right
 // away, and checks that none ran to its end.
 func stopsRightAfter(t *testing.T, e *env, stopper *session.Manager, thread, id string, n int) {
@@ -638,7 +699,12 @@ func stopsRightAfter(t *testing.T, e *env, stopper *session.Manager, thread, id 
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := stopper.Interrupt(ctx, thread); err != nil {
+		// Every other Stop names its prompt, as the chat buttons do.
+		target := ""
+		if i%2 == 1 {
+			target = sub.PromptID
+		}
+		if err := stopper.Interrupt(ctx, thread, target); err != nil {
 			t.Fatalf("Stop %d: %v", i, err)
 		}
 		evs := e.waitFor(t, id, "the stopped turn to end", func(evs []session.Event) bool {

@@ -25,7 +25,7 @@ import (
 // concurrent use; errors are the session package's (ErrNotFound, ErrForbidden...).
 type Sessions interface {
 	Submit(ctx context.Context, thread, user, text string) (*session.Submitted, error)
-	Interrupt(ctx context.Context, thread string) error
+	Interrupt(ctx context.Context, thread, promptID string) error
 	Decide(ctx context.Context, thread, requestID, user string, allow bool, message string) error
 	CancelPrompt(ctx context.Context, thread, promptID, user string) (bool, error)
 	Session(ctx context.Context, thread string) (*session.Session, error)
@@ -257,10 +257,14 @@ func (c *Console) interrupt(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := decodeBody(r, &struct{}{}); err != nil {
+	// prompt_id names the turn to stop ("" or absent: the current one).
+	var body struct {
+		PromptID string `json:"prompt_id"`
+	}
+	if err := decodeBody(r, &body); err != nil {
 		return err
 	}
-	if err := c.s.Interrupt(r.Context(), t); err != nil {
+	if err := c.s.Interrupt(r.Context(), t, body.PromptID); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{})

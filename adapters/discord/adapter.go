@@ -39,7 +39,7 @@ import (
 type Sessions interface {
 	SubmitWith(ctx context.Context, thread, user, text string, settings session.Settings) (*session.Submitted, error)
 	Decide(ctx context.Context, thread, requestID, user string, allow bool, message string) error
-	Interrupt(ctx context.Context, thread string) error
+	Interrupt(ctx context.Context, thread, promptID string) error
 	CancelPrompt(ctx context.Context, thread, promptID, user string) (bool, error)
 	Stop(ctx context.Context, thread, user string) error
 	Destroy(ctx context.Context, thread, user string) error

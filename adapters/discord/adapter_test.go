@@ -76,7 +76,7 @@ func TestMentionOpensThread(t *testing.T) {
 	if b := first.Button("Companion"); b == nil || !strings.HasPrefix(b.URL, "https://nightona.example/s/ses_") {
 		t.Fatalf("companion button: %+v", first.Components)
 	}
-	if first.Button("nightona:stop") != nil {
+	if first.ButtonLabeled("Stop") != nil {
 		t.Fatal("a finished turn still has its Stop button")
 	}
 	if len(e.fake.BotMessages(e.channel.ID)) != 0 {
@@ -204,22 +204,40 @@ func TestStopButton(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	_, th := e.startThread("slow:300:50")
 	running := e.waitMessage(th.ID, "a Stop button", func(m discordtest.Message) bool {
-		return m.Button("nightona:stop") != nil && strings.Contains(m.Content, "word1")
+		return m.ButtonLabeled("Stop") != nil && strings.Contains(m.Content, "word1")
 	})
 	testenv.WaitFor(t, 5*time.Second, "the typing indicator while Claude works", func() bool {
 		return e.calls("POST", "/channels/{id}/typing", 204) > 0
 	})
-	r := e.waitResponse(e.fake.Click(e.other.ID, running, "nightona:stop"))
+	r := e.waitResponse(e.fake.Click(e.other.ID, running, running.ButtonLabeled("Stop").CustomID))
 	if !r.Ephemeral() || !strings.Contains(r.Data.Content, "Only <@"+e.owner.ID+">") {
 		t.Fatalf("another member's Stop: %+v", r)
 	}
-	r = e.waitResponse(e.fake.Click(e.admin.ID, running, "nightona:stop"))
+	r = e.waitResponse(e.fake.Click(e.admin.ID, running, running.ButtonLabeled("Stop").CustomID))
 	if r.Type != discordtest.CallbackDeferredUpdate {
 		t.Fatalf("an admin's Stop was answered with %d", r.Type)
 	}
 	stopped := e.waitMessage(th.ID, "the stopped turn", hasEmbed("⏹️ Stopped"))
-	if stopped.Button("nightona:stop") != nil || strings.Contains(stopped.Content, "word299") {
+	if stopped.ButtonLabeled("Stop") != nil || strings.Contains(stopped.Content, "word299") {
 		t.Fatalf("after Stop: %q %+v", stopped.Content, stopped.Components)
+	}
+
+	// The first turn's Stop clicked again, late, on the message as it was, leaves the next
+	// turn alone.
+	e.fake.Say(th.ID, e.owner.ID, "slow:30:50")
+	e.waitMessage(th.ID, "the next turn's Stop", func(m discordtest.Message) bool {
+		return m.ID != running.ID && m.ButtonLabeled("Stop") != nil
+	})
+	e.waitResponse(e.fake.Click(e.owner.ID, running, running.ButtonLabeled("Stop").CustomID))
+	msgs := e.waitDone(th.ID, 2)
+	var titles []string
+	for _, m := range msgs {
+		if len(m.Embeds) > 0 {
+			titles = append(titles, m.Embeds[0].Title)
+		}
+	}
+	if len(titles) != 2 || titles[1] != "✅ Done" {
+		t.Fatalf("results %q: the first turn's late Stop stopped the next", titles)
 	}
 }
 
@@ -396,9 +414,9 @@ func TestTwoReplicas(t *testing.T) {
 	// A click reaches both; one of them takes it, and Claude stops once.
 	e.fake.Say(th.ID, e.owner.ID, "slow:300:30")
 	running := e.waitMessage(th.ID, "a streaming turn with Stop", func(m discordtest.Message) bool {
-		return m.Button("nightona:stop") != nil && strings.Contains(m.Content, "word1")
+		return m.ButtonLabeled("Stop") != nil && strings.Contains(m.Content, "word1")
 	})
-	e.waitResponse(e.fake.Click(e.owner.ID, running, "nightona:stop"))
+	e.waitResponse(e.fake.Click(e.owner.ID, running, running.ButtonLabeled("Stop").CustomID))
 	e.waitMessage(th.ID, "the stopped turn", hasEmbed("⏹️ Stopped"))
 	if a, b := firstLog.HasLine("turn stopped from Discord"), secondLog.HasLine("turn stopped from Discord"); a == b {
 		t.Fatalf("one Stop taken by both adapters or by neither (%v, %v):\n%s\n%s", a, b, firstLog.String(), secondLog.String())
@@ -613,9 +631,9 @@ func TestPressHandover(t *testing.T) {
 
 	e.fake.Say(th.ID, e.owner.ID, "slow:300:30")
 	running := e.waitMessage(th.ID, "a streaming turn with Stop", func(m discordtest.Message) bool {
-		return m.Button("nightona:stop") != nil && strings.Contains(m.Content, "word1")
+		return m.ButtonLabeled("Stop") != nil && strings.Contains(m.Content, "word1")
 	})
-	viaSecond(e.fake.NewClick(e.owner.ID, running, "nightona:stop"))
+	viaSecond(e.fake.NewClick(e.owner.ID, running, running.ButtonLabeled("Stop").CustomID))
 	e.waitMessage(th.ID, "the stop carried out", hasEmbed("⏹️ Stopped"))
 	for _, kind := range []string{"kind=decide", "kind=interrupt"} {
 		if !driverLog.HasLine("carried out a request from another replica", kind) {

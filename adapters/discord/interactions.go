@@ -254,12 +254,17 @@ func (a *Adapter) component(ctx context.Context, ix *incoming) *discordgo.Intera
 		return tell(userMessage(a.log, err))
 	}
 	switch {
-	case id == idStop:
+	case strings.HasPrefix(id, idStop), id == strings.TrimSuffix(idStop, ":"):
+		// The button names its turn's prompt (one from before they did stops the current turn).
+		promptID := strings.TrimPrefix(id, idStop)
+		if promptID == id {
+			promptID = ""
+		}
 		if !a.mayManage(sess, u) {
 			return a.refusal(sess, "stop this turn")
 		}
 		return a.answer(ix, true, func(ctx context.Context) reply {
-			if err := a.sessions.Interrupt(ctx, thread); err != nil {
+			if err := a.sessions.Interrupt(ctx, thread, promptID); err != nil {
 				return reply{content: userMessage(a.log, err), ephemeral: true}
 			}
 			a.log.Info("turn stopped from Discord", "thread", thread, "user", u)

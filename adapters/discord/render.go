@@ -32,7 +32,7 @@ const (
 
 // Custom ids of the bot's buttons. A request or prompt id follows the last colon.
 const (
-	idStop    = "nightona:stop"
+	idStop    = "nightona:stop:"
 	idAllow   = "nightona:allow:"
 	idDeny    = "nightona:deny:"
 	idCancel  = "nightona:cancel:"
@@ -374,7 +374,7 @@ func addButtons(specs []spec, tr *transcript.Turn, st turnState, preview string,
 	var row []discordgo.MessageComponent
 	switch st {
 	case turnRunning:
-		row = append(row, discordgo.Button{Label: "Stop", Style: discordgo.DangerButton, CustomID: idStop,
+		row = append(row, discordgo.Button{Label: "Stop", Style: discordgo.DangerButton, CustomID: idStop + tr.Prompt.ID,
 			Emoji: &discordgo.ComponentEmoji{Name: "⏹️"}})
 	case turnQueued:
 		row = append(row, discordgo.Button{Label: "Cancel", Style: discordgo.SecondaryButton, CustomID: idCancel + tr.Prompt.ID})

@@ -139,7 +139,8 @@ func TestStopButton(t *testing.T) {
 			if strings.Contains(e.content(channel, ts), "Stopped in") {
 				t.Fatal("a stranger's Stop stopped the turn")
 			}
-			e.press(channel, ts, owner, actionStop)
+			first := e.withButton(channel, ts, actionStop)
+			e.pressOn(first, owner, actionStop)
 			got := e.waitContent(channel, ts, 10*time.Second, "Stopped in")
 			if strings.Contains(got, "word399") {
 				t.Fatal("the turn ran to its end")
@@ -148,6 +149,23 @@ func TestStopButton(t *testing.T) {
 				if m.Button(actionStop) != nil {
 					t.Fatalf("a Stop button is left after the turn: %s", m.Content())
 				}
+			}
+
+			// The first turn's Stop pressed again, late, as a lagging client still shows it,
+			// leaves the next turn alone.
+			e.reply(channel, owner, "slow:30:50", ts)
+			testenv.WaitFor(t, 20*time.Second, "the next turn's Stop", func() bool {
+				for _, m := range e.fake.BotMessages(channel, ts) {
+					if m.TS != first.TS && m.Button(actionStop) != nil {
+						return true
+					}
+				}
+				return false
+			})
+			e.pressOn(first, owner, actionStop)
+			got = e.waitContent(channel, ts, 20*time.Second, ":white_check_mark: Done")
+			if n := strings.Count(got, "Stopped in"); n != 1 {
+				t.Fatalf("%d turns stopped: the first turn's late Stop stopped the next\n%s", n, got)
 			}
 		})
 	}

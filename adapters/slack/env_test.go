@@ -196,17 +196,30 @@ func (e *env) waitContent(ch, ts string, timeout time.Duration, want ...string) 
 // over Socket Mode.
 func (e *env) press(ch, ts, user, actionID string) {
 	e.t.Helper()
-	var msg *slacktest.Message
+	e.pressOn(e.withButton(ch, ts, actionID), user, actionID)
+}
+
+// withButton waits for the bot message in the thread that has the button actionID.
+func (e *env) withButton(ch, ts, actionID string) slacktest.Message {
+	e.t.Helper()
+	var msg slacktest.Message
 	testenv.WaitFor(e.t, 10*time.Second, "a message with the button "+actionID, func() bool {
 		for _, m := range e.fake.BotMessages(ch, ts) {
 			if m.Button(actionID) != nil {
-				msg = &m
+				msg = m
 				return true
 			}
 		}
 		return false
 	})
-	e.acked(e.fake.SendInteraction(e.fake.BlockAction(user, *msg, actionID)))
+	return msg
+}
+
+// pressOn presses the button actionID of msg as it was (a message someone still sees, say), as
+// user, over Socket Mode.
+func (e *env) pressOn(msg slacktest.Message, user, actionID string) {
+	e.t.Helper()
+	e.acked(e.fake.SendInteraction(e.fake.BlockAction(user, msg, actionID)))
 }
 
 // session returns the thread's session.

@@ -53,7 +53,9 @@ func (a *Adapter) interact(cb slackgo.InteractionCallback) {
 		a.metrics.events.WithLabelValues("interaction", "ignored").Inc()
 		return // link buttons: Slack opens them itself
 	}
-	key, requestID, _ := strings.Cut(act.Value, "|")
+	// The value is the thread's key, then the permission request's id (Approve, Deny) or the
+	// turn's prompt id (Stop; none on buttons posted before Stop named its turn).
+	key, ref, _ := strings.Cut(act.Value, "|")
 	th, ok := parseThread(key)
 	if !ok || th.Team != team || th.Channel != channel {
 		a.metrics.events.WithLabelValues("interaction", "malformed").Inc()
@@ -61,7 +63,7 @@ func (a *Adapter) interact(cb slackgo.InteractionCallback) {
 	}
 	a.metrics.events.WithLabelValues("interaction", act.ActionID).Inc()
 	a.goWork(func(ctx context.Context) {
-		err := a.pressButton(ctx, th, here, user, act.ActionID, requestID)
+		err := a.pressButton(ctx, th, here, user, act.ActionID, ref)
 		if err == nil {
 			return
 		}
@@ -79,9 +81,10 @@ func denyMessage(action string) string {
 	return ""
 }
 
-// pressButton carries out Stop, Approve or Deny for the session's owner or an admin. The
-// session manager takes it to the replica that drives the session, whichever this is.
-func (a *Adapter) pressButton(ctx context.Context, th, here thread, user, action, requestID string) error {
+// pressButton carries out Stop (of the turn of prompt ref), Approve or Deny (of request ref)
+// for the session's owner or an admin. The session manager takes it to the replica that
+// drives the session, whichever this is.
+func (a *Adapter) pressButton(ctx context.Context, th, here thread, user, action, ref string) error {
 	sess, err := a.sessions.Session(ctx, th.key())
 	if err != nil {
 		return err
@@ -91,9 +94,9 @@ func (a *Adapter) pressButton(ctx context.Context, th, here thread, user, action
 		return session.ErrForbidden
 	}
 	if action == actionStop {
-		return a.sessions.Interrupt(ctx, th.key())
+		return a.sessions.Interrupt(ctx, th.key(), ref)
 	}
-	return a.sessions.Decide(ctx, th.key(), requestID, u, action == actionApprove, denyMessage(action))
+	return a.sessions.Decide(ctx, th.key(), ref, u, action == actionApprove, denyMessage(action))
 }
 
 // refusal says why a button did not work.

@@ -256,9 +256,7 @@ func buttons(turn *transcript.Turn, v view) slackgo.Block {
 	}
 	running := !turn.Done
 	if running {
-		stop := slackgo.NewButtonBlockElement(actionStop, v.Thread, plain("Stop"))
-		stop.Style = slackgo.StyleDanger
-		els = append(els, stop)
+		els = append(els, stopButton(v, turn))
 	}
 	if v.Preview != "" {
 		p := slackgo.NewButtonBlockElement(actionPreview, "", plain("Open preview"))
@@ -349,13 +347,22 @@ func renderPermission(p *transcript.Permission, v view) payload {
 	return payload{Text: text, Blocks: blocks}
 }
 
+// stopButton stops the turn: its value names the thread and the turn's prompt, so a press
+// that comes as the turn ends does not stop the one after it.
+func stopButton(v view, turn *transcript.Turn) *slackgo.ButtonBlockElement {
+	value := v.Thread
+	if turn.Prompt != nil {
+		value += "|" + turn.Prompt.ID
+	}
+	stop := slackgo.NewButtonBlockElement(actionStop, value, plain("Stop"))
+	stop.Style = slackgo.StyleDanger
+	return stop
+}
+
 // renderControls is the message that holds Stop while a streamed answer is written (the
 // streamed message can take buttons only when it ends).
-func renderControls(v view) payload {
-	var els []slackgo.BlockElement
-	stop := slackgo.NewButtonBlockElement(actionStop, v.Thread, plain("Stop"))
-	stop.Style = slackgo.StyleDanger
-	els = append(els, stop)
+func renderControls(turn *transcript.Turn, v view) payload {
+	els := []slackgo.BlockElement{stopButton(v, turn)}
 	if v.Preview != "" {
 		p := slackgo.NewButtonBlockElement(actionPreview, "", plain("Open preview"))
 		p.URL = v.Preview

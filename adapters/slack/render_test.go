@@ -197,7 +197,7 @@ func TestRenderPermissionGolden(t *testing.T) {
 }
 
 func TestRenderControlsGolden(t *testing.T) {
-	p := renderControls(testView)
+	p := renderControls(&transcript.Turn{Prompt: &transcript.Prompt{ID: "p1"}}, testView)
 	validPayloads(t, []payload{p})
 	golden(t, "controls", p)
 }

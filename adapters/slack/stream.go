@@ -211,7 +211,7 @@ func (r *renderer) showStream(ctx context.Context, turn *transcript.Turn, ts *tu
 		return nil // nothing to show yet
 	}
 	if !turn.Done {
-		return r.showControls(ctx, ts, v)
+		return r.showControls(ctx, ts, turn, v)
 	}
 	// The turn ended: the footer and the buttons end the streamed message, and Stop goes.
 	tail := turnTail(turn, v)
@@ -245,8 +245,8 @@ func (r *renderer) showStream(ctx context.Context, turn *transcript.Turn, ts *tu
 
 // showControls keeps the message with Stop (and the preview, once it is up) below the
 // streamed answer while the turn runs.
-func (r *renderer) showControls(ctx context.Context, ts *turnState, v view) error {
-	p := renderControls(v)
+func (r *renderer) showControls(ctx context.Context, ts *turnState, turn *transcript.Turn, v view) error {
+	p := renderControls(turn, v)
 	h := hashOf(p)
 	switch {
 	case ts.Controls == nil:

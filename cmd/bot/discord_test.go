@@ -271,20 +271,20 @@ func TestDiscordStopAndApprove(t *testing.T) {
 	d := startDiscordBot(t, discordtest.Config{})
 	_, th := d.mention("scenario:slow:400:50 a long story")
 	running := d.waitMessage(th.ID, "a streaming answer with Stop", func(m discordtest.Message) bool {
-		return m.Button("nightona:stop") != nil && strings.Contains(m.Content, "word3")
+		return m.ButtonLabeled("Stop") != nil && strings.Contains(m.Content, "word3")
 	})
-	status, out, took := d.interact(d.fake.NewClick(d.other.ID, running, "nightona:stop"), d.key)
+	status, out, took := d.interact(d.fake.NewClick(d.other.ID, running, running.ButtonLabeled("Stop").CustomID), d.key)
 	if r := decodeAnswer(out); status != http.StatusOK || r.Type != 4 || r.Data.Flags != 64 || !strings.Contains(r.Data.Content, "Only <@"+d.owner.ID+">") || took > 3*time.Second {
 		t.Fatalf("another member's Stop: %d %s in %v", status, out, took)
 	}
-	status, out, took = d.interact(d.fake.NewClick(d.owner.ID, running, "nightona:stop"), d.key)
+	status, out, took = d.interact(d.fake.NewClick(d.owner.ID, running, running.ButtonLabeled("Stop").CustomID), d.key)
 	if status != http.StatusOK || string(bytes.TrimSpace(out)) != `{"type":6}` || took > 3*time.Second {
 		t.Fatalf("the owner's Stop: %d %s in %v", status, out, took)
 	}
 	stopped := d.waitMessage(th.ID, "the stopped turn", func(m discordtest.Message) bool {
 		return len(m.Embeds) > 0 && m.Embeds[0].Title == "⏹️ Stopped"
 	})
-	if strings.Contains(stopped.Content, "word400") || stopped.Button("nightona:stop") != nil {
+	if strings.Contains(stopped.Content, "word400") || stopped.ButtonLabeled("Stop") != nil {
 		t.Fatalf("after Stop: %q", stopped.Content)
 	}
 
@@ -469,7 +469,7 @@ func TestDiscordShutdownLands(t *testing.T) {
 			turn = m
 		}
 	}
-	if len(turn.Embeds) == 0 || turn.Embeds[0].Title != "✅ Done" || turn.Button("nightona:stop") != nil {
+	if len(turn.Embeds) == 0 || turn.Embeds[0].Title != "✅ Done" || turn.ButtonLabeled("Stop") != nil {
 		t.Fatalf("after shutdown the turn shows %q %+v", turn.Content, turn.Embeds)
 	}
 	checkWords(t, msgs, 40)

@@ -535,17 +535,27 @@ func TestStopFromConsole(t *testing.T) {
 	b := startBot(t, baseEnv(t))
 	thread := b.newThread()
 	f := b.follow(thread, 0)
-	b.prompt(thread, "scenario:slow:400:50 a long story")
-	f.until("the turn to stream", 30*time.Second, func(fr frame) bool {
-		return fr.Kind == "agent" && bytes.Contains(fr.Data, []byte(`"text_delta"`))
-	})
-	if status, out := b.post("/api/threads/"+thread+"/interrupt", map[string]any{}); status != http.StatusAccepted {
+	streaming := func(fr frame) bool { return fr.Kind == "agent" && bytes.Contains(fr.Data, []byte(`"text_delta"`)) }
+	long := b.prompt(thread, "scenario:slow:400:50 a long story")
+	f.until("the turn to stream", 30*time.Second, streaming)
+	stopLong := map[string]any{"prompt_id": long["prompt_id"]}
+	if status, out := b.post("/api/threads/"+thread+"/interrupt", stopLong); status != http.StatusAccepted {
 		t.Fatalf("interrupt: %d %v", status, out)
 	}
 	turn := f.until("the interrupted result", 30*time.Second, isResult)
 	res := turn[len(turn)-1]
 	if res.field("subtype") != "error_during_execution" {
 		t.Fatalf("result after Stop: %s", res.Data)
+	}
+	// The same Stop again, late, while the next turn runs: it named a turn that is over.
+	b.prompt(thread, "scenario:slow:30:50 a short story")
+	f.until("the next turn to stream", 30*time.Second, streaming)
+	if status, out := b.post("/api/threads/"+thread+"/interrupt", stopLong); status != http.StatusAccepted {
+		t.Fatalf("a late interrupt: %d %v", status, out)
+	}
+	short := f.until("the short story's result", 30*time.Second, isResult)
+	if r := short[len(short)-1]; r.field("subtype") != "success" {
+		t.Fatalf("a late Stop for the turn before stopped the next: %s", r.Data)
 	}
 	b.prompt(thread, "scenario:text after stop")
 	next := f.until("the next result", 60*time.Second, isResult)

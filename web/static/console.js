@@ -444,7 +444,7 @@ async function interrupt() {
   app.stopping = true;
   updateStatus();
   try {
-    await api('POST', `${threadPath(app.current)}/interrupt`, {});
+    await api('POST', `${threadPath(app.current)}/interrupt`, { prompt_id: app.transcript.currentPromptId });
   } catch (err) {
     app.stopping = false;
     showError(err.message);

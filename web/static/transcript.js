@@ -868,6 +868,9 @@ export function createTranscript({ turns, scroller, newActivity, actions = {}, o
     // view is the state of the log shown: lastSeq, known, sessionId and the rest.
     get view() { return app.view; },
     get hasTurns() { return app.view.turns.length > 0; },
+    // currentPromptId is the prompt of the turn Claude works on ('' for none known): a Stop
+    // names it, so one pressed as that turn ends leaves the next alone.
+    get currentPromptId() { return (app.view.open[0] && app.view.open[0].promptId) || ''; },
     stick() { app.stickToBottom = true; scheduleFlush(); },
   };
 }

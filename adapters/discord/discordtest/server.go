@@ -222,6 +222,16 @@ func (m *Message) Button(idOrLabel string) *Component {
 	return nil
 }
 
+// ButtonLabeled returns the message's first button with this label, or nil.
+func (m *Message) ButtonLabeled(label string) *Component {
+	for _, b := range m.Buttons() {
+		if b.Label == label {
+			return &b
+		}
+	}
+	return nil
+}
+
 // Call is one REST request the fake answered.
 type Call struct {
 	At     time.Time
