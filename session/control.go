@@ -20,10 +20,23 @@ import (
 const (
 	controlDecide    = "decide"
 	controlInterrupt = "interrupt"
+	controlStop      = "stop"
 )
 
-// controlWait is how long a replica waits for the driving replica's answer.
-const controlWait = 10 * time.Second
+// controlWait is how long a replica waits for the driving replica's answer; stopWait, for a
+// stop, which waits for the sandbox to stop.
+const (
+	controlWait = 10 * time.Second
+	stopWait    = 45 * time.Second
+)
+
+// waitFor is how long the sender of a request of this kind waits for its answer.
+func waitFor(kind string) time.Duration {
+	if kind == controlStop {
+		return stopWait
+	}
+	return controlWait
+}
 
 // control is a request for the driving replica.
 type control struct {
@@ -96,7 +109,7 @@ func (m *Manager) sendControl(ctx context.Context, id string, c control) error {
 	if err := m.store.SendControl(ctx, id, mustJSON(c)); err != nil {
 		return err
 	}
-	b, err := m.store.AwaitAnswer(ctx, c.ID, controlWait)
+	b, err := m.store.AwaitAnswer(ctx, c.ID, waitFor(c.Kind))
 	if err != nil {
 		return err
 	}
@@ -110,33 +123,51 @@ func (m *Manager) sendControl(ctx context.Context, id string, c control) error {
 	return a.err()
 }
 
-// takeControls carries out the requests other replicas sent this driver, and answers each.
-func (d *driver) takeControls(ctx context.Context) {
+// takeControls carries out the requests other replicas sent this driver, and answers each. A
+// stop it returns instead, for the loop to carry out and answer (see answerControl); any
+// requests after it are answered as they would be had they come after the stop.
+func (d *driver) takeControls(ctx context.Context) *control {
 	reqs, err := d.m.store.TakeControls(ctx, d.id)
 	if err != nil {
-		return // still there on the next look (or dropped: the sender is told it timed out)
+		return nil // still there on the next look (or dropped: the sender is told it timed out)
 	}
+	var stop *control
 	for _, b := range reqs {
 		var c control
 		if err := json.Unmarshal(b, &c); err != nil || c.ID == "" {
 			d.log.Warn("dropped a malformed control request", "err", err)
 			continue
 		}
-		if time.Since(c.At) > controlWait {
+		if time.Since(c.At) > waitFor(c.Kind) {
 			continue // its sender has given up waiting
 		}
 		var cerr error
-		switch c.Kind {
-		case controlDecide:
+		switch {
+		case stop != nil:
+			// The sandbox is being stopped: nothing runs to decide on or interrupt, and a
+			// second stop is the first's.
+			if c.Kind != controlStop {
+				cerr = fmt.Errorf("%w: the sandbox is being stopped", ErrNoSuchRequest)
+			}
+		case c.Kind == controlStop:
+			stop = &c
+			continue
+		case c.Kind == controlDecide:
 			cerr = d.decide(ctx, c.RequestID, c.User, c.Allow, c.Message)
-		case controlInterrupt:
+		case c.Kind == controlInterrupt:
 			cerr = d.interrupt(ctx, c.PromptID)
 		default:
 			cerr = fmt.Errorf("unknown control request %q", c.Kind)
 		}
-		d.log.Info("carried out a request from another replica", "kind", c.Kind, "user", c.User, "err", cerr)
-		if err := d.m.store.AnswerControl(ctx, c.ID, mustJSON(answerOf(cerr))); err != nil {
-			d.log.Warn("could not answer a control request", "err", err)
-		}
+		d.answerControl(ctx, c, cerr)
+	}
+	return stop
+}
+
+// answerControl tells the sender of c what became of it.
+func (d *driver) answerControl(ctx context.Context, c control, cerr error) {
+	d.log.Info("carried out a request from another replica", "kind", c.Kind, "user", c.User, "err", cerr)
+	if err := d.m.store.AnswerControl(ctx, c.ID, mustJSON(answerOf(cerr))); err != nil {
+		d.log.Warn("could not answer a control request", "err", err)
 	}
 }

@@ -213,7 +213,10 @@ func (d *driver) run(ctx context.Context) {
 			}
 			idle.reset()
 		case <-watch:
-			d.takeControls(ctx)
+			if d.controls(ctx, conn) {
+				conn = nil // stopped
+				return
+			}
 			conn = d.process(ctx, conn, idle)
 		case <-d.wakeCh:
 			conn = d.process(ctx, conn, idle)
@@ -221,10 +224,24 @@ func (d *driver) run(ctx context.Context) {
 			idle.reset()
 			conn = d.process(ctx, conn, idle)
 		case <-poll.C:
-			d.takeControls(ctx)
+			if d.controls(ctx, conn) {
+				conn = nil // stopped
+				return
+			}
 			conn = d.process(ctx, conn, idle)
 		}
 	}
+}
+
+// controls carries out the requests other replicas sent; true when one stopped the sandbox,
+// which ends the loop.
+func (d *driver) controls(ctx context.Context, conn *relayConn) bool {
+	c := d.takeControls(ctx)
+	if c == nil {
+		return false
+	}
+	d.answerControl(ctx, *c, d.stop(conn, "stopped by "+c.User))
+	return true
 }
 
 // acquire takes the session's lease, waiting for the store if it is away. False when another

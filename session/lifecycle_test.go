@@ -485,6 +485,60 @@ func (e *env) waitUp(t *testing.T, id string) {
 	})
 }
 
+// TestStopOnAnotherReplica: /nightona stop taken on a replica that does not drive the session
+// is carried out by the one that does: the running turn ends as stopped, not as a sandbox lost.
+func TestStopOnAnotherReplica(t *testing.T) {
+	g := newGroup(t, testenv.RedisURL(t))
+	a := g.start(t, "replica-a", session.Config{})
+	b := g.start(t, "replica-b", session.Config{})
+	ctx := context.Background()
+	sub, err := a.mgr.Submit(ctx, "web:farstop", "web:owner", "slow:200:50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sub.Session.ID
+	a.waitFor(t, id, "the turn to stream", func(evs []session.Event) bool {
+		return count(evs, session.KindAgent, "assistant") >= 3
+	})
+	if err := b.mgr.Stop(ctx, "web:farstop", "web:stranger"); !errors.Is(err, session.ErrForbidden) {
+		t.Fatalf("a stranger's stop on b: %v, want ErrForbidden", err)
+	}
+	start := time.Now()
+	if err := b.mgr.Stop(ctx, "web:farstop", "web:owner"); err != nil {
+		t.Fatalf("the owner's stop on b: %v", err)
+	}
+	t.Logf("a stop taken on b was carried out on a in %v", time.Since(start))
+	s, err := a.store.Get(ctx, id)
+	if err != nil || s.State != session.StateStopped {
+		t.Fatalf("state %v (%v) once the stop returned, want stopped", s, err)
+	}
+	if sb, err := a.provider.Get(ctx, s.SandboxID); err != nil || sb.State != sandbox.StateStopped {
+		t.Fatalf("the sandbox once the stop returned: %+v %v, want stopped", sb, err)
+	}
+	evs := a.events(t, id)
+	for _, ev := range evs {
+		if ev.Kind == session.KindError {
+			t.Fatalf("the stop showed as an error: %s", ev.Data)
+		}
+	}
+	said := false
+	for _, ev := range evs {
+		if ev.Kind == session.KindStatus && field(ev.Data, "stage") == session.StageSandboxStopped &&
+			strings.Contains(field(ev.Data, "message"), "stopped by web:owner") {
+			said = true
+		}
+	}
+	if !said {
+		t.Fatal("the log does not say who stopped the sandbox")
+	}
+	// The next prompt, on b, wakes it with the conversation as it was.
+	if _, err := b.mgr.Submit(ctx, "web:farstop", "web:owner", "echo again"); err != nil {
+		t.Fatal(err)
+	}
+	evs = b.waitFor(t, id, "the next turn", func(evs []session.Event) bool { return lastResultText(evs) == "again" })
+	relaySeqsOnce(t, evs)
+}
+
 // slowToLetGo is a follower that takes a while to show the last state once its session is let
 // go, as a chat adapter does when its API is slow.
 type slowToLetGo struct{ delay time.Duration }

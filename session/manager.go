@@ -592,6 +592,13 @@ func (m *Manager) Stop(ctx context.Context, thread, user string) error {
 	if d := m.driverOf(sess.ID); d != nil {
 		return d.stopSandbox(ctx, "stopped by "+user)
 	}
+	// The replica that drives the session stops it, so that its turn ends as a stop and not
+	// as a lost sandbox.
+	if elsewhere, err := m.drivenElsewhere(ctx, sess.ID); err != nil {
+		return err
+	} else if elsewhere {
+		return m.sendControl(ctx, sess.ID, control{Kind: controlStop, User: user})
+	}
 	if sess.SandboxID != "" {
 		if err := m.provider.Stop(ctx, sess.SandboxID); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
 			return fmt.Errorf("stop sandbox %s: %w", sess.SandboxID, err)

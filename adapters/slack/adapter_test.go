@@ -24,6 +24,7 @@ func TestMentionStreamsAnswer(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	ts := e.mention(channel, owner, "slow:6:150")
 	got := e.waitContent(channel, ts, 20*time.Second, "word0", "word5", "Done in")
+	e.noStop(channel, ts)
 	sess := e.session(channel, ts)
 	if sess.Owner != "slack:"+owner {
 		t.Fatalf("session owner %q", sess.Owner)
@@ -145,11 +146,7 @@ func TestStopButton(t *testing.T) {
 			if strings.Contains(got, "word399") {
 				t.Fatal("the turn ran to its end")
 			}
-			for _, m := range e.fake.BotMessages(channel, ts) {
-				if m.Button(actionStop) != nil {
-					t.Fatalf("a Stop button is left after the turn: %s", m.Content())
-				}
-			}
+			e.noStop(channel, ts) // a Stop left after the turn fails this
 
 			// The first turn's Stop pressed again, late, as a lagging client still shows it,
 			// leaves the next turn alone.
@@ -569,6 +566,7 @@ func TestLongAnswer(t *testing.T) {
 					t.Fatalf("line%d shown %d times", i, countWord(got, "line"+itoa(i)))
 				}
 			}
+			e.noStop(channel, ts)
 			msgs := e.fake.BotMessages(channel, ts)
 			if streaming && len(msgs) != 1 || !streaming && len(msgs) != 2 {
 				t.Fatalf("%d messages for a 20,000-character answer", len(msgs))

@@ -222,6 +222,20 @@ func (e *env) pressOn(msg slacktest.Message, user, actionID string) {
 	e.acked(e.fake.SendInteraction(e.fake.BlockAction(user, msg, actionID)))
 }
 
+// noStop waits for the thread's Stop to go once its turn has ended (in stream mode the message
+// that holds it is deleted just after the footer lands).
+func (e *env) noStop(ch, ts string) {
+	e.t.Helper()
+	testenv.WaitFor(e.t, 10*time.Second, "the Stop to go", func() bool {
+		for _, m := range e.fake.BotMessages(ch, ts) {
+			if m.Button(actionStop) != nil {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // session returns the thread's session.
 func (e *env) session(ch, ts string) *session.Session {
 	e.t.Helper()
