@@ -57,14 +57,28 @@ func (s *Store) AnswerControl(ctx context.Context, req string, answer []byte) er
 	return wrap("answer control request "+req, err)
 }
 
+// awaitSlice is the longest one blocking read waits. A command that blocks in Redis is not
+// abandoned when its context ends, so the wait is cut in slices and the context looked at
+// between them: a caller that gives up (a closed request, a replica shutting down) is let go
+// within a slice.
+const awaitSlice = time.Second
+
 // AwaitAnswer implements session.Store.
 func (s *Store) AwaitAnswer(ctx context.Context, req string, timeout time.Duration) ([]byte, error) {
-	vals, err := s.rdb.BLPop(ctx, timeout, s.answerKey(req)).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
+	deadline := time.Now().Add(timeout)
+	for {
+		wait := min(time.Until(deadline), awaitSlice)
+		if wait <= 0 {
+			return nil, nil
+		}
+		vals, err := s.rdb.BLPop(ctx, max(wait, 10*time.Millisecond), s.answerKey(req)).Result()
+		switch {
+		case err == nil:
+			return []byte(vals[1]), nil
+		case !errors.Is(err, redis.Nil):
+			return nil, wrap("await the answer to control request "+req, err)
+		case ctx.Err() != nil:
+			return nil, wrap("await the answer to control request "+req, ctx.Err())
+		}
 	}
-	if err != nil {
-		return nil, wrap("await the answer to control request "+req, err)
-	}
-	return []byte(vals[1]), nil
 }

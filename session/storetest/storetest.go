@@ -619,4 +619,19 @@ func testControls(t *testing.T, st session.Store) {
 	if time.Since(start) < 150*time.Millisecond {
 		t.Fatal("AwaitAnswer did not wait")
 	}
+	// A caller that gives up is let go long before the timeout, with its context's error.
+	cctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start = time.Now()
+	if a, err := st.AwaitAnswer(cctx, "req3", time.Minute); !errors.Is(err, context.Canceled) || a != nil {
+		t.Fatalf("awaiting with a cancelled context: %q %v, want context.Canceled", a, err)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Fatalf("a cancelled wait took %v", took)
+	}
+	// An answer that comes after the first slice of the wait is still taken.
+	time.AfterFunc(1500*time.Millisecond, func() { _ = st.AnswerControl(ctx, "req4", []byte("late")) })
+	if a, err := st.AwaitAnswer(ctx, "req4", 10*time.Second); err != nil || string(a) != "late" {
+		t.Fatalf("a late answer: %q %v", a, err)
+	}
 }
