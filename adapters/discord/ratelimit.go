@@ -101,15 +101,19 @@ func (r route) global() bool {
 	return !strings.HasPrefix(r.path, "/interactions/") && !strings.HasPrefix(r.path, "/webhooks/")
 }
 
-// key is the route's budget: its bucket's when the headers named it, else its own.
-func (l *limiter) key(r route) (string, *bucket) {
+// key is the route's budget: its bucket's when the headers named it, else its own; and what
+// is known of the bucket (a copy: observe changes it under mu while calls wait).
+func (l *limiter) key(r route) (string, bucket) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.buckets[r.String()]
-	if b != nil && b.hash != "" {
-		return bucketBudget + b.hash + ":" + r.major, b
+	if b == nil {
+		return bucketBudget + r.String() + ":" + r.major, bucket{}
 	}
-	return bucketBudget + r.String() + ":" + r.major, b
+	if b.hash != "" {
+		return bucketBudget + b.hash + ":" + r.major, *b
+	}
+	return bucketBudget + r.String() + ":" + r.major, *b
 }
 
 // wait blocks until the call may go: the global budget and the route's bucket both allow it.
@@ -124,7 +128,7 @@ func (l *limiter) wait(ctx context.Context, r route) error {
 	key, b := l.key(r)
 	// A bucket not learned yet still has its key looked at: a 429 may hold it.
 	rate, burst := l.global, max(1, int(l.global))
-	if b != nil && b.limit > 0 && b.window > 0 {
+	if b.limit > 0 && b.window > 0 {
 		rate = float64(b.limit) / b.window.Seconds()
 		burst = max(1, b.limit/2)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -93,6 +94,37 @@ func TestLimitsShared(t *testing.T) {
 	}
 	if early := fake.Early(); len(early) > 0 {
 		t.Fatalf("calls inside a retry_after: %+v", early)
+	}
+}
+
+// TestConcurrentCalls: calls on one route from many goroutines, as a replica's sessions and
+// interactions make them, learn its bucket while others wait on it (run with -race); none
+// meets a 429.
+func TestConcurrentCalls(t *testing.T) {
+	fake := discordtest.New(discordtest.Config{RouteLimit: 5, RouteWindow: 200 * time.Millisecond})
+	defer fake.Close()
+	_, ch := fake.AddGuild("g", "c")
+	a, _ := replicas(t, fake)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			text := "x"
+			if _, err := a.send(ctx, ch.ID, &message{Content: &text}); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := len(fake.Messages(ch.ID)); n != 20 {
+		t.Fatalf("%d messages posted, want 20", n)
 	}
 }
 
