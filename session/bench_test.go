@@ -344,39 +344,17 @@ func BenchmarkSessions(b *testing.B) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sess, err := mgr.Session(ctx, thread)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			after := sess.LastSeq
-			if _, err := mgr.Submit(ctx, thread, "web:bench", fmt.Sprintf("rate:%d:%d", rate*seconds, rate)); err != nil {
-				b.Error(err)
-				return
-			}
-			for {
-				evs, err := mgr.Events(ctx, sess.ID, after, 500, 5*time.Second)
-				if err != nil {
-					b.Error(err)
-					return
+			turn(b, mgr, thread, fmt.Sprintf("rate:%d:%d", rate*seconds, rate), 500, func(ev session.Event, now time.Time) {
+				if j := bytes.Index(ev.Data, sentNS); j >= 0 {
+					rest := ev.Data[j+len(sentNS):]
+					end := bytes.IndexAny(rest, ",}")
+					ns, _ := strconv.ParseInt(string(rest[:end]), 10, 64)
+					lat[i] = append(lat[i], now.Sub(time.Unix(0, ns)))
+					lmu.Lock()
+					logged++
+					lmu.Unlock()
 				}
-				now := time.Now()
-				for _, ev := range evs {
-					after = ev.Seq
-					if j := bytes.Index(ev.Data, sentNS); j >= 0 {
-						rest := ev.Data[j+len(sentNS):]
-						end := bytes.IndexAny(rest, ",}")
-						ns, _ := strconv.ParseInt(string(rest[:end]), 10, 64)
-						lat[i] = append(lat[i], now.Sub(time.Unix(0, ns)))
-						lmu.Lock()
-						logged++
-						lmu.Unlock()
-					}
-					if ev.Kind == session.KindAgent && bytes.Contains(ev.Data, []byte(`"type":"result"`)) {
-						return
-					}
-				}
-			}
+			})
 		}()
 	}
 	wg.Wait()
@@ -400,29 +378,7 @@ func BenchmarkSessions(b *testing.B) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sess, err := mgr.Session(ctx, thread)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			after := sess.LastSeq
-			if _, err := mgr.Submit(ctx, thread, "web:bench", fmt.Sprintf("rate:%d:1000000", floodEvents)); err != nil {
-				b.Error(err)
-				return
-			}
-			for {
-				evs, err := mgr.Events(ctx, sess.ID, after, 1000, 5*time.Second)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				for _, ev := range evs {
-					after = ev.Seq
-					if ev.Kind == session.KindAgent && bytes.Contains(ev.Data, []byte(`"type":"result"`)) {
-						return
-					}
-				}
-			}
+			turn(b, mgr, thread, fmt.Sprintf("rate:%d:1000000", floodEvents), 1000, func(session.Event, time.Time) {})
 		}()
 	}
 	wg.Wait()
@@ -440,4 +396,35 @@ func BenchmarkSessions(b *testing.B) {
 	fmt.Printf("sessions: %d tracked, %d streaming at %d events/s: %.0f events/s through the log, p50 %v p99 %v max %v; %.0f events/s at most (%d sessions flooding); bot %.1f KB per idle session; Redis %.1f KB per session\n",
 		tracked, streaming, rate, float64(logged)/elapsed.Seconds(), pct(0.5).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond),
 		all[len(all)-1].Round(10*time.Microsecond), floodRate, floodSessions, perSession, float64(redisIdle-redisBefore)/tracked/1024)
+}
+
+// turn sends prompt to thread and follows its log, max events a read, handing each event and
+// when it was read to seen, until the turn's result.
+func turn(b *testing.B, mgr *session.Manager, thread, prompt string, max int, seen func(session.Event, time.Time)) {
+	ctx := context.Background()
+	sess, err := mgr.Session(ctx, thread)
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	after := sess.LastSeq
+	if _, err := mgr.Submit(ctx, thread, "web:bench", prompt); err != nil {
+		b.Error(err)
+		return
+	}
+	for {
+		evs, err := mgr.Events(ctx, sess.ID, after, max, 5*time.Second)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		now := time.Now()
+		for _, ev := range evs {
+			after = ev.Seq
+			seen(ev, now)
+			if ev.Kind == session.KindAgent && bytes.Contains(ev.Data, []byte(`"type":"result"`)) {
+				return
+			}
+		}
+	}
 }
