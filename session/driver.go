@@ -31,6 +31,7 @@ type driver struct {
 	quitCh  chan struct{}    // quit was called
 	lostCh  chan struct{}    // the lease was lost
 	stopCh  chan stopRequest // stop the sandbox, from another goroutine
+	exited  chan struct{}    // closed when the loop has returned
 	quitOne sync.Once
 	lostOne sync.Once
 
@@ -90,6 +91,7 @@ func newDriver(m *Manager, id string) *driver {
 		m: m, id: id, log: m.log.With("session_id", id),
 		wakeCh: make(chan struct{}, 1), turnCh: make(chan struct{}, 1),
 		quitCh: make(chan struct{}), lostCh: make(chan struct{}), stopCh: make(chan stopRequest),
+		exited: make(chan struct{}),
 	}
 }
 
@@ -638,11 +640,17 @@ func (d *driver) changeSetting(ctx context.Context, set func(context.Context, *r
 	return nil
 }
 
-// stopSandbox asks the loop to stop the sandbox and waits for it.
+// errDriverGone: the driver's loop returned before it took a request.
+var errDriverGone = errors.New("the session's driver has let go")
+
+// stopSandbox asks the loop to stop the sandbox and waits for it; errDriverGone when the loop
+// has returned (the sandbox is then stopped without it).
 func (d *driver) stopSandbox(ctx context.Context, cause string) error {
 	req := stopRequest{cause: cause, done: make(chan error, 1)}
 	select {
 	case d.stopCh <- req:
+	case <-d.exited:
+		return errDriverGone
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -548,8 +548,8 @@ func (f slowToLetGo) Follow(ctx context.Context, _ *session.Session) {
 	time.Sleep(f.delay)
 }
 
-// TestWakeRightAfterStop: a wake asked while the stopped session's driver is still letting go
-// (its followers showing the last state) is carried out, not lost with that driver.
+// TestWakeRightAfterStop: a stop and a wake asked while the stopped session's driver is still
+// letting go (its followers showing the last state) are carried out, not lost with that driver.
 func TestWakeRightAfterStop(t *testing.T) {
 	e := newEnv(t, session.Config{})
 	e.mgr.AddFollower(slowToLetGo{delay: 500 * time.Millisecond})
@@ -562,6 +562,12 @@ func TestWakeRightAfterStop(t *testing.T) {
 	e.waitFor(t, id, "the turn", results(1))
 	if err := e.mgr.Stop(ctx, "web:rewake", "web:owner"); err != nil {
 		t.Fatal(err)
+	}
+	// A second stop in that moment is not left waiting on the driver that lets go.
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := e.mgr.Stop(sctx, "web:rewake", "web:owner"); err != nil {
+		t.Fatalf("a second stop while the driver lets go: %v", err)
 	}
 	if err := e.mgr.Wake(ctx, "web:rewake", "web:owner"); err != nil {
 		t.Fatal(err)

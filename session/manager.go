@@ -423,6 +423,7 @@ func (m *Manager) startDriver(id string, prepare ...func(*driver)) {
 	go func() {
 		defer m.wg.Done()
 		d.run(m.base)
+		close(d.exited)
 		m.mu.Lock()
 		delete(m.drivers, id)
 		m.metrics.activeSessions.Set(float64(len(m.drivers)))
@@ -590,7 +591,9 @@ func (m *Manager) Stop(ctx context.Context, thread, user string) error {
 		return err
 	}
 	if d := m.driverOf(sess.ID); d != nil {
-		return d.stopSandbox(ctx, "stopped by "+user)
+		if err := d.stopSandbox(ctx, "stopped by "+user); !errors.Is(err, errDriverGone) {
+			return err
+		}
 	}
 	// The replica that drives the session stops it, so that its turn ends as a stop and not
 	// as a lost sandbox.
