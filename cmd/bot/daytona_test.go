@@ -178,7 +178,8 @@ func TestRelayMustBeStaticLinuxForDaytona(t *testing.T) {
 func TestDaytonaSandboxTroubles(t *testing.T) {
 	srv := daytonatest.New(t, daytonatest.Config{StartDelay: 30 * time.Second, PreviewAuthRedirect: true})
 	env := daytonaEnv(t, srv)
-	env["NIGHTONA_START_TIMEOUT"] = "3s"
+	// Long enough for the first sandbox to come up on a loaded machine, short of StartDelay.
+	env["NIGHTONA_START_TIMEOUT"] = "10s"
 	env["NIGHTONA_IDLE_TIMEOUT"] = "1s"
 	env["NIGHTONA_DEV_COMMAND"] = "off"
 	b := startBot(t, env)
