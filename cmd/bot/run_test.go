@@ -557,10 +557,16 @@ func TestStopFromConsole(t *testing.T) {
 	if r := short[len(short)-1]; r.field("subtype") != "success" {
 		t.Fatalf("a late Stop for the turn before stopped the next: %s", r.Data)
 	}
+	b.goesOn(f, thread)
+}
+
+// goesOn checks that the thread, followed by f, answers its next prompt as usual after a Stop.
+func (b *bot) goesOn(f *follower, thread string) {
+	b.t.Helper()
 	b.prompt(thread, "scenario:text after stop")
 	next := f.until("the next result", 60*time.Second, isResult)
 	if r := next[len(next)-1]; r.field("subtype") != "success" || !strings.Contains(r.field("result"), "after stop") {
-		t.Fatalf("turn after Stop: %s", r.Data)
+		b.t.Fatalf("turn after Stop: %s", r.Data)
 	}
 }
 
@@ -586,11 +592,7 @@ func TestStopAsSoonAsSent(t *testing.T) {
 	case last.field("subtype") != "error_during_execution":
 		t.Fatalf("stopped as soon as sent, the turn ended with %s", last.Data)
 	}
-	b.prompt(thread, "scenario:text after stop")
-	next := f.until("the next result", 60*time.Second, isResult)
-	if r := next[len(next)-1]; r.field("subtype") != "success" || !strings.Contains(r.field("result"), "after stop") {
-		t.Fatalf("turn after Stop: %s", r.Data)
-	}
+	b.goesOn(f, thread)
 }
 
 // TestApproveFromConsole approves a Bash call Claude asks permission for, with the real CLI.
