@@ -106,14 +106,14 @@ func (r route) global() bool {
 func (l *limiter) key(r route) (string, bucket) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := l.buckets[r.String()]
-	if b == nil {
-		return bucketBudget + r.String() + ":" + r.major, bucket{}
+	var known bucket
+	if b := l.buckets[r.String()]; b != nil {
+		known = *b
 	}
-	if b.hash != "" {
-		return bucketBudget + b.hash + ":" + r.major, *b
+	if known.hash != "" {
+		return bucketBudget + known.hash + ":" + r.major, known
 	}
-	return bucketBudget + r.String() + ":" + r.major, *b
+	return bucketBudget + r.String() + ":" + r.major, known
 }
 
 // wait blocks until the call may go: the global budget and the route's bucket both allow it.
