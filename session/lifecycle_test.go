@@ -170,12 +170,7 @@ func TestCancelQueuedPrompt(t *testing.T) {
 func TestIdleSandboxStopsAndWakes(t *testing.T) {
 	e := newEnv(t, session.Config{IdleTimeout: 500 * time.Millisecond})
 	ctx := context.Background()
-	sub, err := e.mgr.Submit(ctx, "web:idle", "web:a", "echo before")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := sub.Session.ID
-	e.waitFor(t, id, "the turn", results(1))
+	id := e.firstTurn(t, "web:idle", "web:a", "echo before")
 	// The state turns stopped, then the session stops being active (the last thing the stop
 	// does): both are waited for.
 	testenv.WaitFor(t, 10*time.Second, "the idle sandbox to stop and the session to be inactive", func() bool {
@@ -438,12 +433,7 @@ func TestFollowersRunWhereSessionIsDriven(t *testing.T) {
 func TestWakeWithoutAPrompt(t *testing.T) {
 	e := newEnv(t, session.Config{IdleTimeout: 2 * time.Second, Admins: []string{"web:admin"}})
 	ctx := context.Background()
-	sub, err := e.mgr.Submit(ctx, "web:wake", "web:owner", "echo first")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := sub.Session.ID
-	e.waitFor(t, id, "the turn", results(1))
+	id := e.firstTurn(t, "web:wake", "web:owner", "echo first")
 	if err := e.mgr.Stop(ctx, "web:wake", "web:owner"); err != nil {
 		t.Fatal(err)
 	}
@@ -554,12 +544,7 @@ func TestWakeRightAfterStop(t *testing.T) {
 	e := newEnv(t, session.Config{})
 	e.mgr.AddFollower(slowToLetGo{delay: 500 * time.Millisecond})
 	ctx := context.Background()
-	sub, err := e.mgr.Submit(ctx, "web:rewake", "web:owner", "echo first")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := sub.Session.ID
-	e.waitFor(t, id, "the turn", results(1))
+	id := e.firstTurn(t, "web:rewake", "web:owner", "echo first")
 	if err := e.mgr.Stop(ctx, "web:rewake", "web:owner"); err != nil {
 		t.Fatal(err)
 	}

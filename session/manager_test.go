@@ -38,6 +38,18 @@ type env struct {
 }
 
 // newEnv runs a manager on a real Redis and local sandboxes whose agent is the stand-in CLI.
+// firstTurn sends the thread's first prompt, as user, and waits for its turn to end; it
+// returns the session's id.
+func (e *env) firstTurn(t *testing.T, thread, user, text string) string {
+	t.Helper()
+	sub, err := e.mgr.Submit(context.Background(), thread, user, text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor(t, sub.Session.ID, "the first turn", results(1))
+	return sub.Session.ID
+}
+
 func newEnv(t *testing.T, cfg session.Config) *env {
 	t.Helper()
 	return newEnvWith(t, cfg, nil)
@@ -616,13 +628,7 @@ func TestStopWhileTheSandboxStarts(t *testing.T) {
 // took it, while it went to the relay, or once Claude began), the turn does not run to its end.
 func TestStopTheMomentAPromptIsSent(t *testing.T) {
 	e := newEnv(t, session.Config{})
-	ctx := context.Background()
-	first, err := e.mgr.Submit(ctx, "web:quick", "web:a", "echo up")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := first.Session.ID
-	e.waitFor(t, id, "the sandbox up", results(1))
+	id := e.firstTurn(t, "web:quick", "web:a", "echo up")
 	stopsRightAfter(t, e, e.mgr, "web:quick", id, 5)
 }
 
